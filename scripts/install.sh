@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install kubesvc and what it needs on a fresh Debian machine.
+#   scripts/install.sh          kubesvc and its runtime tools (iptables, nftables, ipset, ...)
+#   scripts/install.sh --test   also what the tests and benchmarks use (dig, dnsperf, wrk, knot, haproxy, pytest)
+# As root it installs Debian packages with apt-get; otherwise it only installs the Python package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runtime_debs=(iptables nftables ipset ipvsadm conntrack iproute2 kmod procps)
+test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc)
+
+want=("${runtime_debs[@]}")
+extra=""
+if [ "${1:-}" = "--test" ]; then want+=("${test_debs[@]}"); extra="[test]"; fi
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  echo "install: not root; skipping Debian packages (${want[*]})" >&2
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".${extra}"
