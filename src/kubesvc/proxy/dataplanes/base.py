@@ -1,0 +1,33 @@
+"""The one duty every data plane has: make the node match a DesiredState."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kubesvc.proxy.model import DesiredState
+
+
+@dataclass
+class SyncResult:
+    """What one sync did, for logs and metrics."""
+
+    full: bool
+    services_written: int = 0
+    rules: dict[str, int] = field(default_factory=dict)  # table -> rules programmed
+    compute_seconds: float = 0.0
+    apply_seconds: float = 0.0
+
+
+class DataPlane(Protocol):
+    """userspace, iptables (and next ipvs, nftables) all implement this."""
+
+    name: str
+
+    async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
+        """Make the node match `desired`; `full` forces a rewrite of everything (drift repair)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop serving from this process. Kernel rules stay: traffic must not stop with us."""
+        ...

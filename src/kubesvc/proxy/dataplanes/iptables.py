@@ -1,0 +1,473 @@
+"""The iptables data plane: kube-proxy's rule layout, applied with iptables-restore.
+
+Layout and names follow kube-proxy (pkg/proxy/iptables/proxier.go) so that what
+people know holds here: KUBE-SERVICES → KUBE-SVC-<hash> (cluster policy),
+KUBE-SVL-<hash> (local policy), KUBE-EXT-<hash> (external destinations),
+KUBE-FW-<hash> (loadBalancerSourceRanges) → KUBE-SEP-<hash> (one endpoint, DNAT);
+KUBE-NODEPORTS; KUBE-MARK-MASQ / KUBE-POSTROUTING with mark 0x4000; REJECT in the
+filter table for services without endpoints.
+
+Every change is one `iptables-restore --noflush` transaction. A *full* sync
+declares (= flushes) every kube chain and writes all of it; a *partial* sync
+rewrites only the chains of changed services and edits the shared chains
+(KUBE-SERVICES, KUBE-NODEPORTS, ...) by rule number, because we know exactly what
+we put there: that keeps a one-service change small however many services exist,
+which matters on iptables-nft where each written rule is costly. Rules are
+written in a canonical (sorted) order, so a partial sync leaves exactly what a
+full sync would, and a restarted proxy converges to the same `iptables-save`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from kubesvc.proxy.dataplanes.base import SyncResult
+from kubesvc.proxy.model import (DesiredState, Endpoint, ServiceEntry, ServicePortName,
+                                 endpoint_hash, port_proto_hash)
+
+log = logging.getLogger(__name__)
+
+MASQ_MARK = "0x4000"
+NODEPORTS_LAST = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must '
+                  'be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+PER_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+# Shared chains, per table, in the order they are declared; their fixed rules.
+NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
+FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-FORWARD",
+                 "KUBE-PROXY-FIREWALL")
+STATIC_RULES: dict[tuple[str, str], list[str]] = {
+    ("nat", "KUBE-MARK-MASQ"): [f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}"],
+    ("nat", "KUBE-POSTROUTING"): [
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+        "-j MASQUERADE --random-fully",
+    ],
+    ("filter", "KUBE-FORWARD"): [
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" '
+        f"-m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ],
+}
+
+# Jumps from the built-in chains, ensured with `iptables -C || -I` (kube-proxy's EnsureRule).
+JUMPS: list[tuple[str, str, str]] = [
+    ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'),
+    ("filter", "INPUT", '-m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS'),
+    ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'),
+    ("filter", "FORWARD", '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD'),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'),
+    ("filter", "OUTPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'),
+    ("filter", "OUTPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
+    ("nat", "OUTPUT", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
+    ("nat", "PREROUTING", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
+    ("nat", "POSTROUTING", '-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING'),
+]
+
+
+# -- backend (legacy or nft) ------------------------------------------------
+
+@dataclass(frozen=True)
+class Backend:
+    """Which iptables binaries to run: xtables-legacy or xtables-nft."""
+
+    name: str  # "legacy" or "nft"
+
+    @property
+    def iptables(self) -> str:
+        return f"iptables-{self.name}"
+
+    @property
+    def save(self) -> str:
+        return f"iptables-{self.name}-save"
+
+    @property
+    def restore(self) -> str:
+        return f"iptables-{self.name}-restore"
+
+
+HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def detect_backend(choice: str = "auto") -> tuple[Backend, str]:
+    """Pick legacy or nft the way kube-proxy's iptables-wrapper does; returns (backend, why).
+
+    Follow what the system already uses, never both: a KUBE-IPTABLES-HINT (or
+    kubelet canary) chain in one backend's mangle table decides; otherwise the
+    backend holding more rules; otherwise what plain `iptables` is on this system.
+    """
+    if choice in ("legacy", "nft"):
+        return Backend(choice), f"--iptables-backend={choice}"
+    for name in ("legacy", "nft"):
+        if shutil.which(f"iptables-{name}-save") is None:
+            continue
+        out = _run([f"iptables-{name}-save", "-t", "mangle"])
+        if any(f":{c} " in out for c in HINT_CHAINS):
+            return Backend(name), f"{name} mangle table has a {'/'.join(HINT_CHAINS)} chain"
+    counts = {}
+    for name in ("legacy", "nft"):
+        if shutil.which(f"iptables-{name}-save"):
+            counts[name] = sum(1 for line in _run([f"iptables-{name}-save"]).splitlines()
+                               if line.startswith("-"))
+    if counts.get("legacy", 0) > counts.get("nft", 0):
+        return Backend("legacy"), f"iptables-legacy holds more rules ({counts['legacy']} vs {counts.get('nft', 0)})"
+    if counts.get("nft", 0) > counts.get("legacy", 0):
+        return Backend("nft"), f"iptables-nft holds more rules ({counts['nft']} vs {counts.get('legacy', 0)})"
+    version = _run(["iptables", "-V"])
+    if "legacy" in version:
+        return Backend("legacy"), "no rules in either backend; system iptables is legacy"
+    return Backend("nft"), "no rules in either backend; system iptables is nf_tables"
+
+
+# -- rule computation (pure) -------------------------------------------------
+
+def _q(comment: str) -> str:
+    return f'"{comment}"' if " " in comment else comment
+
+
+@dataclass
+class ServiceRules:
+    """The rules one service port contributes: its own chains and its lines in shared chains."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)  # nat chains owned by this service
+    shared: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (table, chain) -> lines
+
+    def add(self, table: str, chain: str, line: str) -> None:
+        self.shared.setdefault((table, chain), []).append(line)
+
+
+def svc_chain(spn: ServicePortName, proto: str) -> str:
+    return "KUBE-SVC-" + port_proto_hash(spn, proto)
+
+
+def sep_chain(spn: ServicePortName, proto: str, ep: Endpoint) -> str:
+    return "KUBE-SEP-" + endpoint_hash(spn, proto, ep.address)
+
+
+def service_rules(entry: ServiceEntry, cluster_cidr: str | None) -> ServiceRules:
+    """kube-proxy's rules for one service port (see proxier.go syncProxyRules)."""
+    sp = entry.port
+    spn, proto = sp.name, sp.proto
+    name = str(spn)
+    h = port_proto_hash(spn, proto)
+    svc, svl, ext, fw = (f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}", f"KUBE-FW-{h}")
+    r = ServiceRules()
+    cluster_eps = entry.endpoints.cluster
+    local_eps = entry.endpoints.local
+    internal_eps = entry.cluster_endpoints
+    external_eps = entry.external_endpoints
+    uses_cluster = bool(cluster_eps) and (not sp.internal_policy_local
+                                          or (sp.has_external and not sp.external_policy_local))
+    uses_local = bool(local_eps) and (sp.internal_policy_local or sp.external_policy_local)
+    internal_chain = svl if sp.internal_policy_local else svc
+    pmatch = f"-m {proto} -p {proto}"
+
+    # ClusterIP
+    if internal_eps:
+        r.add("nat", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' cluster IP')} "
+                                      f"{pmatch} -d {sp.cluster_ip} --dport {sp.port} -j {internal_chain}")
+    else:
+        r.add("filter", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' has no endpoints')} "
+                                         f"{pmatch} -d {sp.cluster_ip} --dport {sp.port} -j REJECT")
+
+    # External destinations: externalIPs, LB ingress IPs, NodePorts
+    if sp.has_external:
+        if external_eps:
+            for ip in sp.external_ips:
+                r.add("nat", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' external IP')} "
+                                              f"{pmatch} -d {ip} --dport {sp.port} -j {ext}")
+            for ip in sp.load_balancer_ips:
+                target = fw if sp.load_balancer_source_ranges else ext
+                r.add("nat", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' loadbalancer IP')} "
+                                              f"{pmatch} -d {ip} --dport {sp.port} -j {target}")
+                if sp.load_balancer_source_ranges:
+                    r.add("filter", "KUBE-PROXY-FIREWALL",
+                          f"-A KUBE-PROXY-FIREWALL -m comment --comment {_q(f'{name} traffic not accepted by {fw}')} "
+                          f"{pmatch} -d {ip} --dport {sp.port} -j DROP")
+            if sp.node_port:
+                r.add("nat", "KUBE-NODEPORTS", f"-A KUBE-NODEPORTS -m comment --comment {_q(name)} "
+                                               f"{pmatch} --dport {sp.node_port} -j {ext}")
+        else:
+            # No (local) endpoints: refuse at once; DROP when only local ones are missing, as kube-proxy.
+            verdict, why = ("DROP", "has no local endpoints") if cluster_eps else ("REJECT", "has no endpoints")
+            c = _q(f"{name} {why}")
+            for ip in (*sp.external_ips, *sp.load_balancer_ips):
+                r.add("filter", "KUBE-EXTERNAL-SERVICES", f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {c} "
+                                                          f"{pmatch} -d {ip} --dport {sp.port} -j {verdict}")
+            if sp.node_port:
+                r.add("filter", "KUBE-EXTERNAL-SERVICES", f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {c} "
+                                                          f"-m addrtype --dst-type LOCAL {pmatch} --dport {sp.node_port} -j {verdict}")
+    if sp.health_check_node_port:
+        r.add("filter", "KUBE-NODEPORTS", f"-A KUBE-NODEPORTS -m comment --comment {_q(name + ' health check node port')} "
+                                          f"-m tcp -p tcp --dport {sp.health_check_node_port} -j ACCEPT")
+
+    # Per-service chains
+    if sp.has_external and external_eps:
+        rules = r.chains[ext] = []
+        if sp.external_policy_local:
+            if cluster_cidr and uses_cluster:
+                rules.append(f"-A {ext} -m comment --comment {_q(f'pod traffic for {name} external destinations')} "
+                             f"-s {cluster_cidr} -j {svc}")
+            if uses_cluster:
+                rules.append(f"-A {ext} -m comment --comment {_q(f'masquerade LOCAL traffic for {name} external destinations')} "
+                             "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ")
+                rules.append(f"-A {ext} -m comment --comment {_q(f'route LOCAL traffic for {name} external destinations')} "
+                             f"-m addrtype --src-type LOCAL -j {svc}")
+            rules.append(f"-A {ext} -j {svl}")
+        else:
+            rules.append(f"-A {ext} -m comment --comment {_q(f'masquerade traffic for {name} external destinations')} "
+                         "-j KUBE-MARK-MASQ")
+            rules.append(f"-A {ext} -j {svc}")
+        if sp.load_balancer_ips and sp.load_balancer_source_ranges:
+            fr = r.chains[fw] = []
+            for src in sp.load_balancer_source_ranges:
+                fr.append(f"-A {fw} -m comment --comment {_q(name + ' loadbalancer IP')} -s {src} -j {ext}")
+            fr.append(f"-A {fw} -m comment --comment {_q(f'other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL')}")
+    if uses_cluster:
+        rules = r.chains[svc] = []
+        if cluster_cidr:
+            rules.append(f"-A {svc} -m comment --comment {_q(name + ' cluster IP')} {pmatch} -d {sp.cluster_ip} "
+                         f"--dport {sp.port} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
+        rules += _to_endpoints(svc, name, spn, sp.proto, sp.affinity_timeout, cluster_eps)
+    if uses_local:
+        r.chains[svl] = _to_endpoints(svl, name, spn, sp.proto, sp.affinity_timeout, local_eps)
+    for ep in entry.endpoints.all:
+        sep = sep_chain(spn, proto, ep)
+        dnat = f"{pmatch} -j DNAT --to-destination {ep.address}"
+        if sp.affinity_timeout:
+            dnat = f"-m recent --name {sep} --set {dnat}"
+        r.chains[sep] = [f"-A {sep} -m comment --comment {_q(name)} -s {ep.ip} -j KUBE-MARK-MASQ",
+                         f"-A {sep} -m comment --comment {_q(name)} {dnat}"]
+    return r
+
+
+def _to_endpoints(chain: str, name: str, spn: ServicePortName, proto: str, affinity: int,
+                  eps: tuple[Endpoint, ...]) -> list[str]:
+    out = []
+    seps = [(ep, sep_chain(spn, proto, ep)) for ep in eps]
+    if affinity:
+        for ep, sep in seps:
+            out.append(f"-A {chain} -m comment --comment {_q(f'{name} -> {ep.address}')} -m recent --name {sep} "
+                       f"--mask 255.255.255.255 --rcheck --seconds {affinity} --reap -j {sep}")
+    n = len(seps)
+    for i, (ep, sep) in enumerate(seps):
+        stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
+        out.append(f"-A {chain} -m comment --comment {_q(f'{name} -> {ep.address}')} {stat}-j {sep}")
+    return out
+
+
+# -- the data plane -----------------------------------------------------------
+
+SharedKey = tuple[str, str]
+_LINE_ORDER = (("filter", FILTER_CHAINS), ("nat", NAT_CHAINS))
+
+
+class IptablesDataPlane:
+    """Programs kube-proxy's iptables layout with one iptables-restore per sync."""
+
+    name = "iptables"
+
+    def __init__(self, backend: Backend, cluster_cidr: str | None = "10.244.0.0/16"):
+        self.backend = backend
+        self.cluster_cidr = cluster_cidr
+        self._applied: dict[ServicePortName, ServiceEntry] = {}
+        self._rules: dict[ServicePortName, ServiceRules] = {}
+        # What we know the shared chains hold, in order: (owner or None, line).
+        self._shared: dict[SharedKey, list[tuple[ServicePortName | None, str]]] = {}
+        self._known_chains: set[str] = set()  # per-service chains present in the kernel
+        self._need_full = True
+        self.last_restore_input = ""
+
+    # -- rendering ----------------------------------------------------------
+    def _shared_lines(self) -> dict[SharedKey, list[tuple[ServicePortName | None, str]]]:
+        lines: dict[SharedKey, list[tuple[ServicePortName | None, str]]] = {}
+        for table, chains in _LINE_ORDER:
+            for chain in chains:
+                lines[(table, chain)] = [(None, line) for line in STATIC_RULES.get((table, chain), [])]
+        for spn in sorted(self._rules):
+            for key, ls in self._rules[spn].shared.items():
+                lines[key].extend((spn, line) for line in ls)
+        lines[("nat", "KUBE-SERVICES")].append((None, NODEPORTS_LAST))
+        return lines
+
+    def render_full(self, stale: set[str]) -> str:
+        """One restore input rewriting every kube chain; `stale` chains are deleted."""
+        shared = self._shared_lines()
+        chains = sorted({c for r in self._rules.values() for c in r.chains})
+        out: list[str] = []
+        for table, names in _LINE_ORDER:
+            out.append(f"*{table}")
+            out.extend(f":{c} - [0:0]" for c in names)
+            if table == "nat":
+                out.extend(f":{c} - [0:0]" for c in chains)
+                out.extend(f":{c} - [0:0]" for c in sorted(stale))
+            for c in names:
+                out.extend(line for _, line in shared[(table, c)])
+            if table == "nat":
+                for spn in sorted(self._rules):
+                    for c, ls in sorted(self._rules[spn].chains.items()):
+                        out.extend(ls)
+                out.extend(f"-X {c}" for c in sorted(stale))
+            out.append("COMMIT")
+        self._shared = shared
+        return "\n".join(out) + "\n"
+
+    def render_partial(self, changed: set[ServicePortName], old_rules: dict[ServicePortName, ServiceRules]) -> str:
+        """A restore input touching only `changed` services' chains and shared-chain lines."""
+        new_shared = self._shared_lines()
+        decl: list[str] = []
+        body: dict[str, list[str]] = {"filter": [], "nat": []}
+        for key, new_lines in new_shared.items():
+            table, chain = key
+            old_lines = self._shared.get(key, [])
+            # delete the changed services' old lines, bottom up, by rule number
+            for pos in range(len(old_lines), 0, -1):
+                owner = old_lines[pos - 1][0]
+                if owner is not None and owner in changed:
+                    body[table].append(f"-D {chain} {pos}")
+            # insert their new lines at their canonical positions, top down
+            for pos, (owner, line) in enumerate(new_lines, start=1):
+                if owner is not None and owner in changed:
+                    body[table].append(f"-I {chain} {pos} " + line.split(" ", 2)[2])
+        old_chains = {c for spn in changed for c in (old_rules.get(spn) or ServiceRules()).chains}
+        new_chains: dict[str, list[str]] = {}
+        for spn in sorted(changed):
+            if spn in self._rules:
+                new_chains.update(self._rules[spn].chains)
+        # A chain shared by two services is impossible (hash of name+protocol), but an
+        # unchanged service can never own a chain named by a changed one either.
+        stale = old_chains - set(new_chains)
+        decl.extend(f":{c} - [0:0]" for c in sorted(set(new_chains) | stale))
+        out: list[str] = []
+        if body["filter"]:
+            out += ["*filter", *body["filter"], "COMMIT"]
+        if decl or body["nat"] or stale:
+            out += ["*nat", *decl]
+            for c in sorted(new_chains):
+                out.extend(new_chains[c])
+            out += body["nat"]
+            out += [f"-X {c}" for c in sorted(stale)]
+            out.append("COMMIT")
+        self._shared = new_shared
+        self._known_chains -= stale
+        self._known_chains |= set(new_chains)
+        return "\n".join(out) + "\n" if out else ""
+
+    # -- applying -----------------------------------------------------------
+    async def _restore(self, text: str) -> None:
+        self.last_restore_input = text
+        proc = await asyncio.create_subprocess_exec(
+            self.backend.restore, "-w", "5", "--noflush",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate(text.encode())
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.backend.restore} failed ({proc.returncode}): {err.decode().strip()[:2000]}")
+
+    async def _existing_chains(self) -> set[str]:
+        proc = await asyncio.create_subprocess_exec(self.backend.save, "-t", "nat",
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        return {m.group(1) for m in re.finditer(r"^:(KUBE-\S+)", out.decode(), re.M)
+                if m.group(1).startswith(PER_SERVICE_PREFIXES)}
+
+    async def ensure_jumps(self) -> None:
+        """The built-in chains' jumps into ours (added once, checked on full syncs)."""
+        for table, chain, spec in JUMPS:
+            args = _split(spec)
+            check = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-C", chain,
+                                                         *args, stdout=asyncio.subprocess.DEVNULL,
+                                                         stderr=asyncio.subprocess.DEVNULL)
+            if await check.wait() != 0:
+                ins = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-I",
+                                                           chain, *args, stderr=asyncio.subprocess.PIPE)
+                _, err = await ins.communicate()
+                if ins.returncode != 0:
+                    raise RuntimeError(f"{self.backend.iptables} -t {table} -I {chain}: {err.decode().strip()}")
+
+    async def ensure_hint(self) -> None:
+        """Leave KUBE-IPTABLES-HINT in mangle so later detection picks this backend again."""
+        p = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", "mangle", "-N",
+                                                 "KUBE-IPTABLES-HINT", stdout=asyncio.subprocess.DEVNULL,
+                                                 stderr=asyncio.subprocess.DEVNULL)
+        await p.wait()
+
+    def compute(self, desired: DesiredState, full: bool) -> tuple[bool, set[ServicePortName], dict]:
+        """Update per-service rules for what changed; returns (full, changed, old rules)."""
+        full = full or self._need_full
+        changed = {spn for spn in desired.services.keys() | self._applied.keys()
+                   if desired.services.get(spn) != self._applied.get(spn)}
+        old_rules = {spn: self._rules[spn] for spn in changed if spn in self._rules}
+        for spn in changed:
+            entry = desired.services.get(spn)
+            if entry is None:
+                self._rules.pop(spn, None)
+            else:
+                self._rules[spn] = service_rules(entry, self.cluster_cidr)
+        self._applied = dict(desired.services)
+        return full, changed, old_rules
+
+    async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
+        t0 = time.perf_counter()
+        full, changed, old_rules = self.compute(desired, full)
+        if full:
+            if self._need_full:  # first sync (or after a failure): learn what a previous run left
+                self._known_chains |= await self._existing_chains()
+            wanted = {c for r in self._rules.values() for c in r.chains}
+            stale = self._known_chains - wanted
+            text = self.render_full(stale)
+        else:
+            text = self.render_partial(changed, old_rules)
+        t1 = time.perf_counter()
+        try:
+            if text:
+                await self._restore(text)
+            if full:
+                await self.ensure_hint()
+                await self.ensure_jumps()
+                self._known_chains = {c for r in self._rules.values() for c in r.chains}
+        except Exception:
+            self._need_full = True  # our picture of the kernel is unknown now
+            raise
+        self._need_full = False
+        t2 = time.perf_counter()
+        return SyncResult(full=full, services_written=len(self._rules) if full else len(changed),
+                          rules=self.rule_counts(), compute_seconds=t1 - t0, apply_seconds=t2 - t1)
+
+    def rule_counts(self) -> dict[str, int]:
+        counts = {"filter": 0, "nat": 0}
+        for (table, _), lines in self._shared.items():
+            counts[table] += len(lines)
+        counts["nat"] += sum(len(ls) for r in self._rules.values() for ls in r.chains.values())
+        return counts
+
+    async def close(self) -> None:
+        """Nothing to stop: the rules stay in the kernel so traffic survives a restart."""
+
+
+def _split(spec: str) -> list[str]:
+    import shlex
+    return shlex.split(spec)
+
+
+def available() -> bool:
+    return os.geteuid() == 0 and shutil.which("iptables-restore") is not None
