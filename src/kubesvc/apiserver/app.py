@@ -1,0 +1,253 @@
+"""The API server process: wires the store, watch cache, registry, handlers,
+discovery, health endpoints and in-process controllers into one aiohttp app.
+
+Owns start-up (open the store, fill the watch cache, create the system
+namespaces and the built-in objects, repair allocations) and shut-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from kubesvc.apiserver import codec, discovery
+from kubesvc.apiserver.gc import GarbageCollector
+from kubesvc.apiserver.handlers import Handlers, not_found_path
+from kubesvc.apiserver.rest import Registry
+from kubesvc.apiserver.watchcache import WatchCache
+from kubesvc.objects import kinds  # noqa: F401  (registers every kind's strategy)
+from kubesvc.objects.errors import StatusError
+from kubesvc.objects.registry import by_kind
+from kubesvc.store.base import Store
+
+log = logging.getLogger(__name__)
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass
+class Config:
+    """What `kubesvc apiserver` is started with."""
+
+    data_dir: str
+    host: str = "127.0.0.1"
+    port: int = 6443
+    store: str = "sqlite"
+    etcd_endpoints: str = ""
+    service_cluster_ip_range: str = "10.96.0.0/12"
+    service_node_port_range: str = "30000-32767"
+    advertise_address: str = ""
+
+
+def make_store(cfg: Config) -> Store:
+    if cfg.store == "sqlite":
+        from kubesvc.store.sqlite import SQLiteStore
+        return SQLiteStore(os.path.join(cfg.data_dir, "state.db"))
+    if cfg.store == "etcd":
+        try:
+            from kubesvc.store.etcd import EtcdStore  # type: ignore[import-not-found]
+        except ImportError:
+            raise SystemExit("the etcd store is not available in this build")
+        return EtcdStore(cfg.etcd_endpoints.split(","))
+    raise SystemExit(f"unknown store {cfg.store!r} (sqlite or etcd)")
+
+
+class APIServer:
+    """One running API server."""
+
+    def __init__(self, cfg: Config, store: Store | None = None):
+        self.cfg = cfg
+        self.store = store or make_store(cfg)
+        self.cache = WatchCache(self.store)
+        self.registry = Registry(self.store, self.cache)
+        self.handlers = Handlers(self.registry, self.cache)
+        self.gc = GarbageCollector(self.registry, self.cache)
+        self.ready = False
+        self.app = self._make_app()
+
+    # -- app -------------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[_errors])
+        r = app.router
+        for path in ("/healthz", "/livez"):
+            r.add_get(path, self._health)
+            r.add_get(path + "/{check:.*}", self._health)
+        r.add_get("/readyz", self._readyz)
+        r.add_get("/readyz/{check:.*}", self._readyz)
+        r.add_get("/version", self._version)
+        r.add_get("/version/", self._version)
+        r.add_get("/api", self._api)
+        r.add_get("/api/", self._api)
+        r.add_get("/apis", self._apis)
+        r.add_get("/apis/", self._apis)
+        r.add_get("/api/v1", self._core_v1)
+        r.add_get("/api/v1/", self._core_v1)
+        r.add_get("/apis/{group}", self._group)
+        r.add_get("/apis/{group}/", self._group)
+        r.add_get("/apis/{group}/{version}", self._group_version)
+        r.add_get("/apis/{group}/{version}/", self._group_version)
+        r.add_get("/metrics", self._metrics)
+        try:
+            from kubesvc.apiserver import openapi
+            app.add_routes(openapi.routes())
+        except ImportError:
+            log.info("openapi is not available in this build")
+        r.add_route("*", "/api/{tail:.+}", self.handlers.handle)
+        r.add_route("*", "/apis/{tail:.+}", self.handlers.handle)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        await self.start()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.cache.start()
+        await self._bootstrap()
+        self.gc.start()
+        self.ready = True
+        log.info("apiserver ready at revision %d", self.cache.rev)
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.gc.stop()
+        await self.cache.stop()
+        await self.store.close()
+
+    async def _bootstrap(self) -> None:
+        ns_rt = by_kind("", "Namespace")
+        for name in SYSTEM_NAMESPACES:
+            if self.cache.get(ns_rt, None, name) is None:
+                await self._create_if_absent(ns_rt, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                           "metadata": {"name": name}})
+        try:
+            from kubesvc.apiserver import services
+        except ImportError:
+            log.info("service admission is not available in this build")
+            return
+        adm = services.ServiceAdmission(self.cfg.service_cluster_ip_range, self.cfg.service_node_port_range)
+        svc_rt = by_kind("", "Service")
+        for msg in adm.repair(self.cache.list(svc_rt)) or []:
+            log.warning("service allocation repair: %s", msg)
+        self.registry.admission[("", "Service")] = adm
+        host = self.cfg.advertise_address or self.cfg.host
+        for obj in services.builtin_objects(host, self.cfg.port):
+            api_version, kind = obj.get("apiVersion", "v1"), obj.get("kind", "")
+            group = api_version.rpartition("/")[0]
+            rt = by_kind(group, kind)
+            if rt is None:
+                continue
+            md = obj.get("metadata") or {}
+            if self.cache.get(rt, md.get("namespace"), md.get("name", "")) is None:
+                await self._create_if_absent(rt, md.get("namespace"), obj)
+
+    async def _create_if_absent(self, rt, namespace, obj) -> None:
+        try:
+            await self.registry.create(rt, namespace, obj, manager="kube-apiserver")
+        except StatusError as err:
+            if err.code != 409:
+                log.error("could not create %s %s: %s", rt.kind, obj.get("metadata", {}).get("name"), err.message)
+
+    # -- simple endpoints --------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if "verbose" in request.query:
+            return web.Response(text="[+]ping ok\n[+]log ok\n[+]etcd ok\nhealthz check passed\n")
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.Response(status=500, text="[-]informer-sync failed: not ready\nreadyz check failed\n")
+        if "verbose" in request.query:
+            return web.Response(text="[+]ping ok\n[+]log ok\n[+]etcd ok\n[+]informer-sync ok\nreadyz check passed\n")
+        return web.Response(text="ok")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return codec.response(discovery.VERSION)
+
+    def _server_address(self, request: web.Request) -> str:
+        return request.host or f"{self.cfg.host}:{self.cfg.port}"
+
+    def _aggregated(self, request: web.Request) -> str | None:
+        mt = codec.wants(request, "APIGroupDiscoveryList", "apidiscovery.k8s.io")
+        if mt and mt.params.get("v") in ("v2", "v2beta1"):
+            return mt.params["v"]
+        return None
+
+    async def _api(self, request: web.Request) -> web.Response:
+        v = self._aggregated(request)
+        if v:
+            return codec.response(discovery.aggregated(True, v), content_type=discovery.aggregated_content_type(v),
+                                  headers={"Vary": "Accept"})
+        return codec.response(discovery.api_versions(self._server_address(request)), headers={"Vary": "Accept"})
+
+    async def _apis(self, request: web.Request) -> web.Response:
+        v = self._aggregated(request)
+        if v:
+            return codec.response(discovery.aggregated(False, v), content_type=discovery.aggregated_content_type(v),
+                                  headers={"Vary": "Accept"})
+        return codec.response(discovery.api_group_list(), headers={"Vary": "Accept"})
+
+    async def _core_v1(self, request: web.Request) -> web.Response:
+        return codec.response(discovery.api_resource_list("", "v1"))
+
+    async def _group(self, request: web.Request) -> web.Response:
+        g = discovery.api_group(request.match_info["group"])
+        if g is None:
+            return codec.error_response(not_found_path())
+        return codec.response(g)
+
+    async def _group_version(self, request: web.Request) -> web.Response:
+        d = discovery.api_resource_list(request.match_info["group"], request.match_info["version"])
+        if d is None:
+            return codec.error_response(not_found_path())
+        return codec.response(d)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from prometheus_client import REGISTRY, generate_latest
+        body = generate_latest(REGISTRY)
+        body += (f"# TYPE kubesvc_apiserver_revision gauge\nkubesvc_apiserver_revision {self.cache.rev}\n"
+                 f"# TYPE kubesvc_apiserver_watchers gauge\nkubesvc_apiserver_watchers "
+                 f"{self.cache.watcher_count}\n").encode()
+        return web.Response(body=body, content_type="text/plain")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except StatusError as err:
+        return codec.error_response(err)
+    except web.HTTPNotFound:
+        return codec.error_response(not_found_path())
+    except web.HTTPMethodNotAllowed:
+        return codec.error_response(StatusError(405, "MethodNotAllowed",
+                                                "the server does not allow this method on the requested resource"))
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as err:
+        log.exception("%s %s failed", request.method, request.path_qs)
+        return codec.error_response(StatusError(500, "InternalError", f"Internal error occurred: {err}"))
+
+
+def run(cfg: Config) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    server = APIServer(cfg)
+    web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, access_log=None,
+                handle_signals=True, shutdown_timeout=2)

@@ -1,0 +1,181 @@
+"""What kube-controller-manager does inside kube-apiserver's process here: the
+garbage collector (ownerReferences, Background/Foreground/Orphan propagation),
+the namespace controller (a Terminating namespace loses its content, then goes),
+and pod grace-period expiry (a bound pod whose node never confirmed goes when
+its deletionTimestamp passes).
+
+A single loop over the watch cache, woken by changes and by a 1 s tick; each
+pass works from a snapshot and writes through the registry with preconditions,
+so a pass that races a client simply retries on the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+
+from kubesvc.apiserver.rest import Registry
+from kubesvc.apiserver.watchcache import WatchCache
+from kubesvc.objects.errors import StatusError
+from kubesvc.objects.registry import RESOURCES, ResourceType, by_kind
+
+log = logging.getLogger(__name__)
+
+_NS = by_kind("", "Namespace")
+
+
+def _ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+class GarbageCollector:
+    """The in-process controllers that finish deletions."""
+
+    def __init__(self, registry: Registry, cache: WatchCache, interval: float = 1.0):
+        self.registry = registry
+        self.cache = cache
+        self.interval = interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._suspects: set[str] = set()  # uids seen orphaned once (acted on when seen twice)
+        cache.add_listener(lambda ev: self._wake.set())
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await asyncio.sleep(0.25)  # let a burst of changes land before a pass
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("garbage collector pass failed")
+
+    async def run_once(self) -> None:
+        now = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        objs: list[tuple[ResourceType, dict]] = []
+        for rt in RESOURCES:
+            objs.extend((rt, o) for o in self.cache.list(rt))
+        uids = {o["metadata"].get("uid"): (rt, o) for rt, o in objs}
+        dependents: dict[str, list[tuple[ResourceType, dict]]] = {}
+        for rt, o in objs:
+            for ref in o["metadata"].get("ownerReferences") or []:
+                dependents.setdefault(ref.get("uid"), []).append((rt, o))
+        suspects: set[str] = set()
+        for rt, o in objs:
+            md = o["metadata"]
+            try:
+                if md.get("deletionTimestamp"):
+                    await self._finish_deletion(rt, o, dependents.get(md.get("uid"), []), now)
+                    continue
+                refs = md.get("ownerReferences") or []
+                if not refs:
+                    continue
+                live = [r for r in refs if r.get("uid") in uids]
+                if live:
+                    if len(live) != len(refs):
+                        await self._set_owner_refs(rt, o, live)
+                    continue
+                # All owners gone; act only when the next pass agrees (an owner
+                # may be created just after its dependent).
+                uid = md.get("uid")
+                if uid in self._suspects:
+                    await self._delete(rt, o, {"propagationPolicy": "Background"})
+                else:
+                    suspects.add(uid)
+            except StatusError as err:
+                if err.code not in (404, 409):
+                    log.warning("gc: %s %s/%s: %s", rt.kind, md.get("namespace"), md.get("name"), err.message)
+        self._suspects = suspects
+
+    async def _finish_deletion(self, rt: ResourceType, o: dict, deps: list, now: float) -> None:
+        md = o["metadata"]
+        fins = md.get("finalizers") or []
+        uid = md.get("uid")
+        if rt.kind == "Namespace":
+            await self._namespace(o)
+            return
+        if "foregroundDeletion" in fins:
+            live = [(drt, d) for drt, d in deps if not d["metadata"].get("deletionTimestamp")]
+            for drt, d in live:
+                await self._delete(drt, d, {"propagationPolicy": "Foreground"})
+            if not deps:
+                await self._remove_finalizer(rt, o, "foregroundDeletion")
+            return
+        if "orphan" in fins:
+            for drt, d in deps:
+                refs = [r for r in d["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                await self._set_owner_refs(drt, d, refs)
+            await self._remove_finalizer(rt, o, "orphan")
+            return
+        if rt.kind == "Pod" and not fins:
+            deadline = _ts(md.get("deletionTimestamp"))
+            if deadline is not None and deadline <= now:
+                # The node never confirmed within the grace period.
+                await self.registry.force_delete(rt, md.get("namespace"), md["name"],
+                                                 int(md["resourceVersion"]))
+
+    async def _namespace(self, ns: dict) -> None:
+        name = ns["metadata"]["name"]
+        content = self.cache.namespaces_in_use(name)
+        for rt, o in content:
+            if not o["metadata"].get("deletionTimestamp"):
+                await self._delete(rt, o, {"propagationPolicy": "Background"})
+            elif rt.kind == "Pod" and not o["metadata"].get("finalizers") and not (o.get("spec") or {}).get("nodeName"):
+                await self.registry.force_delete(rt, name, o["metadata"]["name"], None)
+        if content:
+            return
+        await self.registry.force_delete(_NS, None, name, int(ns["metadata"]["resourceVersion"]))
+
+    async def _delete(self, rt: ResourceType, o: dict, opts: dict) -> None:
+        md = o["metadata"]
+        try:
+            await self.registry.delete(rt, md.get("namespace"), md["name"],
+                                       {**opts, "preconditions": {"uid": md.get("uid")}})
+        except StatusError as err:
+            if err.code not in (404, 409):
+                raise
+
+    async def _remove_finalizer(self, rt: ResourceType, o: dict, fin: str) -> None:
+        md = o["metadata"]
+
+        def fn(cur: dict) -> dict:
+            cur["metadata"]["finalizers"] = [f for f in cur["metadata"].get("finalizers") or [] if f != fin]
+            if not cur["metadata"]["finalizers"]:
+                del cur["metadata"]["finalizers"]
+            return cur
+        await self.registry.guaranteed_update(rt, md.get("namespace"), md["name"], fn,
+                                              manager="kube-controller-manager")
+
+    async def _set_owner_refs(self, rt: ResourceType, o: dict, refs: list) -> None:
+        md = o["metadata"]
+
+        def fn(cur: dict) -> dict:
+            if refs:
+                cur["metadata"]["ownerReferences"] = refs
+            else:
+                cur["metadata"].pop("ownerReferences", None)
+            return cur
+        await self.registry.guaranteed_update(rt, md.get("namespace"), md["name"], fn,
+                                              manager="kube-controller-manager")

@@ -1,0 +1,672 @@
+"""The REST endpoints: URL → resource → verb, with kube-apiserver's query parameters.
+
+Owns request parsing (paths, query parameters, DeleteOptions, patch types,
+fieldManager, dryRun, fieldValidation), lists with selectors and limit/continue,
+watches (chunked JSON lines with BOOKMARKs), the status/scale/binding/log
+subresources, and rendering as Tables when kubectl asks. Writes go through
+rest.Registry; reads come from the watch cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from kubesvc.apiserver import codec, patching
+from kubesvc.apiserver.rest import Registry, _parse_rv, invalid
+from kubesvc.apiserver.watchcache import WatchCache, object_key
+from kubesvc.objects.errors import StatusError, bad_request, conflict, expired, method_not_allowed, not_found
+from kubesvc.objects.registry import ResourceType, by_plural
+from kubesvc.objects.selectors import parse_field_selector, parse_label_selector, selector_from_set
+
+log = logging.getLogger(__name__)
+
+try:
+    from kubesvc.objects import tables as _tables
+except ImportError:  # pragma: no cover - written in parallel
+    _tables = None
+
+try:
+    from kubesvc.apiserver import openapi as _openapi
+except ImportError:  # pragma: no cover - written in parallel
+    _openapi = None
+
+BOOKMARK_INTERVAL = 10.0
+DEFAULT_WATCH_TIMEOUT = 1800
+
+
+def not_found_path() -> StatusError:
+    return StatusError(404, "NotFound", "the server could not find the requested resource", {})
+
+
+def _bool(v: str | None) -> bool:
+    return (v or "").lower() in ("true", "1")
+
+
+def field_manager(request: web.Request) -> str:
+    fm = request.query.get("fieldManager")
+    if fm:
+        if len(fm) > 128:
+            raise bad_request("fieldManager: Too long: must have at most 128 bytes")
+        return fm
+    ua = request.headers.get("User-Agent", "")
+    return (ua.split("/")[0] or "unknown")[:128]
+
+
+def _dry_run(request: web.Request) -> bool:
+    vals = request.query.getall("dryRun", [])
+    for v in vals:
+        if v != "All":
+            raise bad_request(f'Invalid dryRun value: "{v}"') if False else StatusError(
+                400, "BadRequest", f'dryRun: Unsupported value: "{v}": supported values: "All"')
+    return bool(vals)
+
+
+def _age_fallback(obj: dict) -> str:
+    ts = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    import datetime as dt
+    secs = int((dt.datetime.now(dt.timezone.utc) - dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")
+                .replace(tzinfo=dt.timezone.utc)).total_seconds())
+    if secs < 120:
+        return f"{max(secs, 0)}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400 * 2:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def _partial(obj: dict) -> dict:
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+
+
+def to_table(rt: ResourceType, objs: list[dict], include_object: str, list_meta: dict | None,
+             include_headers: bool = True) -> dict:
+    if _tables is not None and hasattr(_tables, "to_table"):
+        return _tables.to_table(rt, objs, include_object=include_object, list_meta=list_meta,
+                                include_headers=include_headers)
+    cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a "
+             "namespace.", "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp "
+             "representing the server time when this object was created.", "priority": 0}]
+    rows = []
+    for o in objs:
+        row: dict[str, Any] = {"cells": [o["metadata"]["name"], _age_fallback(o)]}
+        if include_object == "Object":
+            row["object"] = o
+        elif include_object != "None":
+            row["object"] = _partial(o)
+        rows.append(row)
+    t = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta or {}, "rows": rows}
+    if include_headers:
+        t["columnDefinitions"] = cols
+    return t
+
+
+def _table_version(request: web.Request) -> str | None:
+    mt = codec.wants(request, "Table", "meta.k8s.io")
+    return mt.params.get("v", "v1") if mt else None
+
+
+class Handlers:
+    """All resource endpoints of one API server."""
+
+    def __init__(self, registry: Registry, cache: WatchCache):
+        self.registry = registry
+        self.cache = cache
+        self.node_proxy_timeout = 5.0
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def parse(self, request: web.Request) -> tuple[ResourceType, str | None, str | None, str | None, bool]:
+        """(resource, namespace, name, subresource, legacy watch) from the URL, or 404."""
+        parts = [p for p in request.path.split("/") if p]
+        if parts[0] == "api":
+            if len(parts) < 3 or parts[1] != "v1":
+                raise not_found_path()
+            group, version, rest = "", "v1", parts[2:]
+        else:
+            if len(parts) < 4:
+                raise not_found_path()
+            group, version, rest = parts[1], parts[2], parts[3:]
+        legacy_watch = False
+        if rest and rest[0] == "watch":
+            legacy_watch, rest = True, rest[1:]
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise not_found_path()
+        rt = by_plural(group, rest[0])
+        if rt is None or rt.version != version or (namespace is not None and not rt.namespaced):
+            raise not_found_path()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if len(rest) > 3 or (sub and sub not in rt.subresources):
+            raise not_found_path()
+        return rt, namespace, name, sub, legacy_watch
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            rt, ns, name, sub, legacy_watch = self.parse(request)
+            method = request.method
+            if name is None:
+                if method == "GET":
+                    if legacy_watch or _bool(request.query.get("watch")):
+                        return await self.watch(request, rt, ns)
+                    return await self.list(request, rt, ns)
+                if method == "POST":
+                    return await self.create(request, rt, ns)
+                if method == "DELETE":
+                    return await self.delete_collection(request, rt, ns)
+                raise method_not_allowed()
+            if legacy_watch:
+                return await self.watch(request, rt, ns, name)
+            if sub == "scale":
+                return await self.scale(request, rt, ns, name)
+            if sub == "binding":
+                if method != "POST":
+                    raise method_not_allowed()
+                return await self.binding(request, rt, ns, name)
+            if sub == "log":
+                if method != "GET":
+                    raise method_not_allowed()
+                return await self.pod_log(request, rt, ns, name)
+            if sub == "finalize":
+                if method != "PUT":
+                    raise method_not_allowed()
+                return await self.update(request, rt, ns, name, "")
+            if method == "GET":
+                return self.get(request, rt, ns, name)
+            if method == "PUT":
+                return await self.update(request, rt, ns, name, sub or "")
+            if method == "PATCH":
+                return await self.patch(request, rt, ns, name, sub or "")
+            if method == "DELETE" and not sub:
+                return await self.delete(request, rt, ns, name)
+            raise method_not_allowed()
+        except StatusError as err:
+            return codec.error_response(err)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, rt: ResourceType) -> dict:
+        body = await request.read()
+        return codec.decode_body(request.headers.get("Content-Type"), body, rt.kind)
+
+    def _validation(self, request: web.Request, obj: dict, rt: ResourceType) -> list[str]:
+        """fieldValidation: Strict refuses unknown fields, Warn (the default) reports them; both drop them."""
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: '
+                              '"Ignore", "Strict", "Warn"')
+        if mode == "Ignore" or _openapi is None or not hasattr(_openapi, "unknown_fields"):
+            return []
+        try:
+            unknown = _openapi.unknown_fields(obj, rt)
+        except Exception:
+            log.exception("unknown_fields failed")
+            return []
+        if not unknown:
+            return []
+        if mode == "Strict":
+            raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+        for u in unknown:
+            _drop_path(obj, u)
+        return [f'unknown field "{u}"' for u in unknown]
+
+    def _respond(self, request: web.Request, rt: ResourceType, obj: dict, status: int = 200,
+                 warnings: list[str] | None = None) -> web.Response:
+        headers = None
+        if warnings:
+            headers = {"Warning": ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)}
+        tv = _table_version(request)
+        if tv:
+            t = to_table(rt, [obj], request.query.get("includeObject", "Metadata"),
+                         {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+            t["apiVersion"] = f"meta.k8s.io/{tv}"
+            return codec.response(t, status, headers=headers)
+        if codec.wants(request, "PartialObjectMetadata", "meta.k8s.io"):
+            return codec.response(_partial(obj), status, headers=headers)
+        return codec.response(obj, status, headers=headers)
+
+    def _selectors(self, request: web.Request, rt: ResourceType):
+        ls = parse_label_selector(request.query.get("labelSelector"))
+        fs = parse_field_selector(request.query.get("fieldSelector"), rt.kind)
+
+        def matches(obj: dict) -> bool:
+            return ls.matches((obj.get("metadata") or {}).get("labels")) and fs.matches(obj)
+
+        return ls, fs, (None if ls.empty and fs.empty else matches)
+
+    # -- get / list ------------------------------------------------------------------------
+
+    def get(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
+        return self._respond(request, rt, self.registry.get(rt, ns, name))
+
+    def _filtered(self, rt: ResourceType, ns: str | None, fs, matches) -> list[dict]:
+        name = fs.value("metadata.name") if not fs.empty else None
+        if name is not None:
+            if rt.namespaced and ns is None:
+                fns = fs.value("metadata.namespace")
+                objs = [o for o in self.cache.list(rt, fns) if o["metadata"]["name"] == name]
+            else:
+                o = self.cache.get(rt, ns, name)
+                objs = [o] if o is not None else []
+        else:
+            objs = self.cache.list(rt, ns)
+        return [o for o in objs if matches(o)] if matches else objs
+
+    async def list(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
+        q = request.query
+        rv, rvm = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
+        if rvm:
+            if not rv:
+                raise bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+            if rvm not in ("Exact", "NotOlderThan"):
+                raise bad_request(f'resourceVersionMatch: Unsupported value: "{rvm}": supported values: '
+                                  '"Exact", "NotOlderThan"')
+        if rv and rv != "0":
+            want = _parse_rv(rv)
+            if want > self.cache.rev and not await self.cache.wait_for(want, 3.0):
+                raise StatusError(504, "Timeout", f"Too large resource version: {want}, current: {self.cache.rev}",
+                                  {"causes": [{"reason": "ResourceVersionTooLarge",
+                                               "message": "Too large resource version"}],
+                                   "retryAfterSeconds": 1})
+            if rvm == "Exact" and want != self.cache.rev:
+                raise expired(f"too old resource version: {want} ({self.cache.rev})")
+        ls, fs, matches = self._selectors(request, rt)
+        list_rev = self.cache.rev
+        objs = self._filtered(rt, ns, fs, matches)
+        meta: dict[str, Any] = {"resourceVersion": str(list_rev)}
+        cont = q.get("continue")
+        if cont:
+            start_ns, start_name, token_rev = _decode_continue(cont)
+            if token_rev < self.cache.oldest:
+                raise StatusError(410, "Expired",
+                                  "The provided continue parameter is too old to display a consistent list result. "
+                                  "You can start a new list without the continue parameter, or use the continue "
+                                  "token in this response to retrieve the remainder of the results. Continuing "
+                                  "with the provided token results in an inconsistent list - objects that were "
+                                  "created, modified, or deleted between the time the first chunk was returned "
+                                  "and now may show up in the list.")
+            objs = [o for o in objs if (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+                    > (start_ns, start_name)]
+            meta["resourceVersion"] = str(token_rev)
+            list_rev = token_rev
+        limit = int(q.get("limit") or 0)
+        if limit > 0 and len(objs) > limit:
+            last = objs[limit - 1]["metadata"]
+            meta["continue"] = _encode_continue(last.get("namespace", ""), last["name"], list_rev)
+            meta["remainingItemCount"] = len(objs) - limit
+            objs = objs[:limit]
+        tv = _table_version(request)
+        if tv:
+            t = to_table(rt, objs, q.get("includeObject", "Metadata"), meta)
+            t["apiVersion"] = f"meta.k8s.io/{tv}"
+            return codec.response(t)
+        if codec.wants(request, "PartialObjectMetadataList", "meta.k8s.io"):
+            return codec.response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                   "metadata": meta, "items": [_partial(o) for o in objs]})
+        # orjson serializes the cached dicts directly; no per-item copies.
+        return web.Response(body=orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                                               "metadata": meta, "items": objs}),
+                            content_type="application/json")
+
+    # -- watch -----------------------------------------------------------------------------
+
+    async def watch(self, request: web.Request, rt: ResourceType, ns: str | None,
+                    name: str | None = None) -> web.StreamResponse:
+        q = request.query
+        ls, fs, matches = self._selectors(request, rt)
+        if name is not None:
+            base = matches
+
+            def matches(o, base=base):  # noqa: E306
+                return o["metadata"]["name"] == name and (base is None or base(o))
+        match = matches or (lambda o: True)
+        rv = q.get("resourceVersion", "")
+        bookmarks = _bool(q.get("allowWatchBookmarks"))
+        send_initial = q.get("sendInitialEvents")
+        if send_initial is not None and _bool(send_initial) and q.get("resourceVersionMatch") != "NotOlderThan":
+            raise invalid(rt, "", [__import__("kubesvc.objects.errors", fromlist=["x"]).forbidden(
+                "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
+        try:
+            timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        except ValueError:
+            raise bad_request(f"invalid timeoutSeconds: {q.get('timeoutSeconds')}")
+        table = _table_version(request)
+        initial: list = []
+        error: dict | None = None
+        initial_bookmark = False
+        if rv in ("", "0") or _bool(send_initial):
+            if rv not in ("", "0"):
+                want = _parse_rv(rv)
+                await self.cache.wait_for(want, 3.0)
+            # List and subscribe with no await in between: nothing can fall in the gap.
+            objs = self._filtered(rt, ns, fs, matches) if name is None else \
+                [o for o in self.cache.list(rt, ns) if match(o)]
+            initial = [("ADDED", o, None) for o in objs]
+            w, _ = self.cache.watch(rt, ns, match, None)
+            initial_bookmark = _bool(send_initial)
+        else:
+            since = _parse_rv(rv)
+            if since < self.cache.oldest:
+                error = expired(f"too old resource version: {since} ({self.cache.oldest})").status()
+                w = None
+            else:
+                if since > self.cache.rev:
+                    await self.cache.wait_for(since, 3.0)
+                w, replay = self.cache.watch(rt, ns, match, since)
+                initial = replay
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        first = [True]
+
+        def encode(typ: str, obj: dict) -> bytes:
+            if table and typ in ("ADDED", "MODIFIED", "DELETED"):
+                t = to_table(rt, [obj], q.get("includeObject", "Metadata"),
+                             {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                             include_headers=first[0])
+                t["apiVersion"] = f"meta.k8s.io/{table}"
+                first[0] = False
+                obj = t
+            return orjson.dumps({"type": typ, "object": obj}) + b"\n"
+
+        def bookmark(end_of_initial: bool = False) -> bytes:
+            md: dict[str, Any] = {"resourceVersion": str(self.cache.rev)}
+            if end_of_initial:
+                md["annotations"] = {"k8s.io/initial-events-end": "true"}
+            return orjson.dumps({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version,
+                                                                "metadata": md}}) + b"\n"
+
+        try:
+            if error is not None:
+                await resp.write(orjson.dumps({"type": "ERROR", "object": error}) + b"\n")
+                return resp
+            deadline = time.monotonic() + timeout
+            buf = [encode(t, o) for t, o, *_ in initial]
+            if initial_bookmark:
+                buf.append(bookmark(True))
+            if buf:
+                await resp.write(b"".join(buf))
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(w.queue.get(), min(left, BOOKMARK_INTERVAL))
+                except asyncio.TimeoutError:
+                    if bookmarks and w.queue.empty() and time.monotonic() < deadline:
+                        await resp.write(bookmark())
+                    continue
+                if item is None:
+                    break
+                chunks = [encode(item[0], item[1])]
+                # Drain what is queued into one write: fewer syscalls under load.
+                while not w.queue.empty() and len(chunks) < 1000:
+                    item = w.queue.get_nowait()
+                    if item is None:
+                        break
+                    chunks.append(encode(item[0], item[1]))
+                await resp.write(b"".join(chunks))
+                if item is None:
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            if w is not None:
+                self.cache.unwatch(w)
+        return resp
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
+        obj = await self._body(request, rt)
+        warnings = self._validation(request, obj, rt)
+        out = await self.registry.create(rt, ns, obj, manager=field_manager(request), dry_run=_dry_run(request))
+        return self._respond(request, rt, out, 201, warnings)
+
+    async def update(self, request: web.Request, rt: ResourceType, ns: str | None, name: str,
+                     sub: str) -> web.Response:
+        obj = await self._body(request, rt)
+        warnings = self._validation(request, obj, rt)
+        out, created = await self.registry.update(rt, ns, name, obj, subresource=sub,
+                                                  manager=field_manager(request), dry_run=_dry_run(request))
+        return self._respond(request, rt, out, 201 if created else 200, warnings)
+
+    async def patch(self, request: web.Request, rt: ResourceType, ns: str | None, name: str,
+                    sub: str) -> web.Response:
+        ct = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ct not in codec.PATCH_TYPES:
+            raise StatusError(415, "UnsupportedMediaType",
+                              f"the body of the request was in an unknown format - accepted media types include: "
+                              f"{', '.join(codec.PATCH_TYPES)}")
+        body = await request.read()
+        manager = field_manager(request)
+        dry = _dry_run(request)
+        warnings: list[str] = []
+        if ct == patching.APPLY:
+            if not request.query.get("fieldManager"):
+                raise StatusError(400, "BadRequest", "PATCH, application/apply-patch+yaml requires fieldManager "
+                                  "to be set") if False else bad_request(
+                    "fieldManager is required for apply requests")
+            applied = patching.parse_apply(body)
+            force = _bool(request.query.get("force"))
+            live = self.cache.get(rt, ns, name)
+            if live is None and not sub:
+                self.registry.check_body_kind(rt, applied)
+                warnings = self._validation(request, applied, rt)
+                new = patching.server_side_apply(None, applied, manager, force, rt)
+                new.setdefault("metadata", {})["name"] = name
+                out = await self.registry.create(rt, ns, new, manager=manager, dry_run=dry, operation="Apply")
+                return self._respond(request, rt, out, 201, warnings)
+            self.registry.check_body_kind(rt, copy.deepcopy(applied))
+            warnings = self._validation(request, applied, rt)
+
+            def fn(cur: dict) -> dict:
+                return patching.server_side_apply(cur, applied, manager, force, rt)
+            out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager="",
+                                                        dry_run=dry, operation="Apply")
+            return self._respond(request, rt, out, 200, warnings)
+        holder: dict = {}
+
+        def fn(cur: dict) -> dict:
+            new = patching.apply_patch(ct, cur, body, rt)
+            if not isinstance(new, dict):
+                raise bad_request("the patch produced something that is not an object")
+            holder["w"] = self._validation(request, new, rt)
+            return new
+        out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager=manager,
+                                                    dry_run=dry)
+        return self._respond(request, rt, out, 200, holder.get("w"))
+
+    async def _delete_options(self, request: web.Request) -> dict:
+        body = await request.read()
+        opts: dict = {}
+        if body.strip():
+            try:
+                opts = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                opts = codec.decode_body(request.headers.get("Content-Type"), body, "DeleteOptions")
+            if not isinstance(opts, dict):
+                raise bad_request("the object provided is unrecognized (must be of type DeleteOptions)")
+        q = request.query
+        if "gracePeriodSeconds" in q:
+            opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "orphanDependents" in q:
+            opts["orphanDependents"] = _bool(q["orphanDependents"])
+        return opts
+
+    async def delete(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
+        opts = await self._delete_options(request)
+        obj, deleted = await self.registry.delete(rt, ns, name, opts, dry_run=_dry_run(request) or
+                                                  "All" in (opts.get("dryRun") or []))
+        if not deleted:
+            return self._respond(request, rt, obj, 200)
+        details = {"name": name, "kind": rt.plural, "uid": obj["metadata"].get("uid")}
+        if rt.group:
+            details = {"name": name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"].get("uid")}
+        return codec.response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                               "details": details})
+
+    async def delete_collection(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
+        opts = await self._delete_options(request)
+        ls, fs, matches = self._selectors(request, rt)
+        dry = _dry_run(request)
+        items = []
+        for o in self._filtered(rt, ns, fs, matches):
+            try:
+                obj, _ = await self.registry.delete(rt, o["metadata"].get("namespace"), o["metadata"]["name"],
+                                                    opts, dry_run=dry)
+                items.append(obj)
+            except StatusError as err:
+                if err.code != 404:
+                    raise
+        return codec.response({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                               "metadata": {"resourceVersion": str(self.cache.rev)}, "items": items})
+
+    # -- subresources ----------------------------------------------------------------------
+
+    def _scale_of(self, rt: ResourceType, obj: dict) -> dict:
+        md = obj["metadata"]
+        sel = (obj.get("spec") or {}).get("selector") or {}
+        from kubesvc.objects.selectors import from_label_selector
+        try:
+            sel_str = str(from_label_selector(sel)) if sel else ""
+        except StatusError:
+            sel_str = ""
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                             if k in md},
+                "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": sel_str}}
+
+    async def scale(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
+        method = request.method
+        if method == "GET":
+            return codec.response(self._scale_of(rt, self.registry.get(rt, ns, name)))
+        if method not in ("PUT", "PATCH"):
+            raise method_not_allowed()
+        body = await request.read()
+        ct = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        scale_rt = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", True)
+        if method == "PUT":
+            s = codec.decode_body(ct, body, "Scale")
+        else:
+            s = None
+
+        def fn(cur: dict) -> dict:
+            cur_scale = self._scale_of(rt, cur)
+            if s is not None:
+                new_scale = s
+            elif ct == patching.APPLY:
+                new_scale = patching.merge_patch(cur_scale, patching.parse_apply(body))
+            else:
+                new_scale = patching.apply_patch(ct, cur_scale, body, scale_rt)
+            replicas = (new_scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                from kubesvc.objects.errors import invalid as finvalid
+                raise StatusError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
+                                  f'Invalid value: {replicas}: must be greater than or equal to 0',
+                                  {"name": name, "group": "autoscaling", "kind": "Scale",
+                                   "causes": [finvalid("spec.replicas", replicas,
+                                                       "must be greater than or equal to 0").cause()]})
+            cur.setdefault("spec", {})["replicas"] = replicas
+            rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if rv:
+                cur["metadata"]["resourceVersion"] = rv
+            return cur
+        out = await self.registry.guaranteed_update(rt, ns, name, fn, manager=field_manager(request),
+                                                    dry_run=_dry_run(request))
+        return codec.response(self._scale_of(rt, out))
+
+    async def binding(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
+        b = codec.decode_body(request.headers.get("Content-Type"), await request.read(), "Binding")
+        target = (b.get("target") or {}).get("name")
+        if not target:
+            raise StatusError(422, "Invalid", f'Binding "{name}" is invalid: target.name: Required value',
+                              {"name": name, "kind": "Binding",
+                               "causes": [{"reason": "FieldValueRequired", "message": "Required value",
+                                           "field": "target.name"}]})
+
+        def fn(cur: dict) -> dict:
+            if cur["metadata"].get("deletionTimestamp"):
+                raise conflict("pods/binding", name, "", f"pod {name} is being deleted, cannot be assigned to a host")
+            node = (cur.get("spec") or {}).get("nodeName")
+            if node:
+                raise conflict("pods/binding", name, "", f'pod {name} is already assigned to node "{node}"')
+            cur.setdefault("spec", {})["nodeName"] = target
+            conds = (cur.setdefault("status", {})).setdefault("conditions", [])
+            if not any(c.get("type") == "PodScheduled" for c in conds):
+                from kubesvc.objects.meta import now
+                conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                              "lastTransitionTime": now()})
+            return cur
+        # The binding changes spec and status together, as the pods/binding REST does.
+        await self.registry.guaranteed_update(rt, ns, name, fn, subresource="binding",
+                                              manager=field_manager(request))
+        return codec.response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                               "code": 201}, 201)
+
+    async def pod_log(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.StreamResponse:
+        """Proxies to the pod's node agent, as kube-apiserver proxies to the kubelet.
+
+        The agent is reached at the node's InternalIP (status.addresses) on
+        status.daemonEndpoints.kubeletEndpoint.Port, path
+        /containerLogs/{namespace}/{pod}/{container} with the same query
+        parameters (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes).
+        """
+        from kubesvc.apiserver import nodeproxy
+        return await nodeproxy.pod_log(self, request, rt, ns, name)
+
+
+def _drop_path(obj: dict, path: str) -> None:
+    import re
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    cur: Any = obj
+    for p in parts[:-1]:
+        if p.startswith("["):
+            idx = int(p[1:-1])
+            if not isinstance(cur, list) or idx >= len(cur):
+                return
+            cur = cur[idx]
+        else:
+            if not isinstance(cur, dict) or p not in cur:
+                return
+            cur = cur[p]
+    if parts and isinstance(cur, dict):
+        cur.pop(parts[-1], None)
+
+
+def _encode_continue(ns: str, name: str, rev: int) -> str:
+    raw = orjson.dumps({"v": "meta.k8s.io/v1", "rv": rev, "start": f"{ns}/{name}" if ns else name + "\x00"})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[str, str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        d = orjson.loads(raw)
+        start = d["start"]
+        rev = int(d["rv"])
+    except Exception:
+        raise bad_request("continue key is not valid: illegal base64 data at input byte 0") if False else \
+            StatusError(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion "
+                        "(version meta.k8s.io/v1)")
+    if start.endswith("\x00"):
+        return "", start[:-1], rev
+    ns, _, name = start.partition("/")
+    return ns, name, rev

@@ -1,0 +1,309 @@
+"""The watch cache: the API server's in-memory copy of the store, and watch fan-out.
+
+One store watcher per server feeds it (as kube-apiserver's cacher does): every
+object lives here decoded, lists are answered from memory at the cache's
+revision, and each client watch is a filtered queue fed from the one stream,
+not a database poll. A bounded window of recent events lets a watch start from
+an older resourceVersion; older than the window is 410 Expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from kubesvc.objects.registry import ResourceType, by_plural
+from kubesvc.store.base import Event, Store
+
+log = logging.getLogger(__name__)
+
+REGISTRY = "/registry/"
+
+
+def resource_prefix(rt: ResourceType) -> str:
+    return f"{REGISTRY}{rt.group + '/' if rt.group else ''}{rt.plural}/"
+
+
+def object_key(rt: ResourceType, namespace: str | None, name: str) -> str:
+    if rt.namespaced:
+        return f"{resource_prefix(rt)}{namespace}/{name}"
+    return f"{resource_prefix(rt)}{name}"
+
+
+def parse_key(key: str) -> tuple[ResourceType, str, str] | None:
+    """(resource, namespace, name) for a store key."""
+    parts = key[len(REGISTRY):].split("/")
+    if len(parts) == 4:
+        rt = by_plural(parts[0], parts[1])
+        rest = parts[2:]
+    else:
+        rt = by_plural("", parts[0])
+        if rt is not None:
+            rest = parts[1:]
+        else:
+            rt = by_plural(parts[0], parts[1]) if len(parts) == 3 else None
+            rest = parts[2:]
+    if rt is None:
+        return None
+    if rt.namespaced:
+        return (rt, rest[0], rest[1]) if len(rest) == 2 else None
+    return (rt, "", rest[0]) if len(rest) == 1 else None
+
+
+def decode(rt: ResourceType, value: bytes, mod_revision: int) -> dict:
+    obj = orjson.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(mod_revision)
+    return obj
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    """One change of one object, decoded (type is ADDED, MODIFIED or DELETED)."""
+
+    rev: int
+    type: str
+    rt: ResourceType
+    namespace: str
+    obj: dict
+    prev: dict | None
+
+
+Filter = Callable[[dict], bool]
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One client watch: a queue of events for a resource (and namespace), with a filter."""
+
+    rt: ResourceType
+    namespace: str | None
+    matches: Filter
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def offer(self, ev: CacheEvent) -> None:
+        if self.closed or ev.rt is not self.rt:
+            return
+        if self.namespace and ev.namespace != self.namespace:
+            return
+        now = ev.type != "DELETED" and self.matches(ev.obj)
+        before = ev.prev is not None and self.matches(ev.prev)
+        # An object moving in or out of the selection is ADDED / DELETED for this watcher.
+        if now and before:
+            typ, obj = ev.type, ev.obj
+        elif now:
+            typ, obj = "ADDED", ev.obj
+        elif before:
+            typ, obj = "DELETED", ev.obj if ev.type == "DELETED" else ev.obj
+        else:
+            return
+        if self.queue.qsize() > 100_000:
+            # A client that does not read: end its watch; it relists and resumes.
+            self.close()
+            return
+        self.queue.put_nowait((typ, obj, ev.rev))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+
+class WatchCache:
+    """Every stored object, decoded, kept current from one store watch."""
+
+    def __init__(self, store: Store, window: int = 20000):
+        self.store = store
+        self.window = window
+        self.rev = 0
+        # (group, plural) -> namespace -> name -> object
+        self._data: dict[tuple[str, str], dict[str, dict[str, dict]]] = {}
+        self._events: deque[CacheEvent] = deque(maxlen=window)
+        self._oldest = 1  # a watch may start from any rev >= this - 1 (events after it)
+        self._watchers: set[Watcher] = set()
+        self._rev_waiters: list[tuple[int, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self._listeners: list[Callable[[CacheEvent], None]] = []
+        self.uids: dict[str, tuple[ResourceType, str, str]] = {}
+
+    async def start(self) -> None:
+        kvs, rev = await self.store.range(REGISTRY)
+        for kv in kvs:
+            k = parse_key(kv.key)
+            if k is None:
+                continue
+            rt, ns, name = k
+            obj = decode(rt, kv.value, kv.mod_revision)
+            self._put(rt, ns, name, obj)
+        self.rev = rev
+        # Replay recent history into the window so that watches resumed after a
+        # restart with a resourceVersion from before it still get their events.
+        start = max(self.store.compact_revision + 1, rev - self.window + 1, 1)
+        self._oldest = start
+        stream = self.store.watch(REGISTRY, start)
+        self._task = asyncio.create_task(self._run(stream, rev))
+
+    async def _run(self, stream, loaded_rev: int) -> None:
+        try:
+            async for events in stream:
+                for e in events:
+                    self._apply(e, history=e.kv.mod_revision <= loaded_rev)
+                self._wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watch cache stopped")
+            raise
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for w in list(self._watchers):
+            w.close()
+
+    def _put(self, rt: ResourceType, ns: str, name: str, obj: dict) -> dict | None:
+        by_ns = self._data.setdefault((rt.group, rt.plural), {}).setdefault(ns, {})
+        prev = by_ns.get(name)
+        by_ns[name] = obj
+        uid = obj["metadata"].get("uid")
+        if uid:
+            self.uids[uid] = (rt, ns, name)
+        return prev
+
+    def _drop(self, rt: ResourceType, ns: str, name: str) -> None:
+        by_ns = self._data.get((rt.group, rt.plural), {}).get(ns)
+        if by_ns is not None:
+            old = by_ns.pop(name, None)
+            if old is not None:
+                self.uids.pop(old["metadata"].get("uid"), None)
+
+    def _apply(self, e: Event, history: bool) -> None:
+        k = parse_key(e.kv.key)
+        if k is None:
+            return
+        rt, ns, name = k
+        rev = e.kv.mod_revision
+        obj = decode(rt, e.kv.value, rev)
+        prev = decode(rt, e.prev.value, e.prev.mod_revision) if e.prev is not None else None
+        if e.type == "DELETE":
+            typ = "DELETED"
+        else:
+            typ = "MODIFIED" if e.prev is not None else "ADDED"
+        ev = CacheEvent(rev, typ, rt, ns, obj, prev)
+        self._events.append(ev)
+        if len(self._events) == self._events.maxlen:
+            self._oldest = self._events[0].rev
+        if history:
+            return  # already in the listed state
+        if typ == "DELETED":
+            self._drop(rt, ns, name)
+        else:
+            self._put(rt, ns, name, obj)
+        self.rev = rev
+        for w in list(self._watchers):
+            w.offer(ev)
+        for fn in self._listeners:
+            try:
+                fn(ev)
+            except Exception:
+                log.exception("cache listener failed")
+
+    def _wake(self) -> None:
+        if not self._rev_waiters:
+            return
+        keep = []
+        for rev, fut in self._rev_waiters:
+            if rev <= self.rev:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((rev, fut))
+        self._rev_waiters = keep
+
+    async def wait_for(self, rev: int, timeout: float = 10.0) -> bool:
+        """Wait until the cache has applied rev (read-your-writes for the writer)."""
+        if self.rev >= rev:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        self._rev_waiters.append((rev, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def add_listener(self, fn: Callable[[CacheEvent], None]) -> None:
+        self._listeners.append(fn)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict | None:
+        return self._data.get((rt.group, rt.plural), {}).get(namespace or "", {}).get(name)
+
+    def list(self, rt: ResourceType, namespace: str | None = None) -> list[dict]:
+        """Objects of a resource (in one namespace or all), ordered by namespace then name."""
+        by_ns = self._data.get((rt.group, rt.plural), {})
+        if namespace:
+            objs = by_ns.get(namespace, {})
+            return [objs[n] for n in sorted(objs)]
+        out = []
+        for ns in sorted(by_ns):
+            objs = by_ns[ns]
+            out.extend(objs[n] for n in sorted(objs))
+        return out
+
+    def count(self, rt: ResourceType, namespace: str | None = None) -> int:
+        by_ns = self._data.get((rt.group, rt.plural), {})
+        if namespace:
+            return len(by_ns.get(namespace, {}))
+        return sum(len(v) for v in by_ns.values())
+
+    def namespaces_in_use(self, namespace: str) -> list[tuple[ResourceType, dict]]:
+        """Every namespaced object in a namespace (namespace deletion uses it)."""
+        out = []
+        from kubesvc.objects.registry import RESOURCES
+        for rt in RESOURCES:
+            if rt.namespaced:
+                out.extend((rt, o) for o in self.list(rt, namespace))
+        return out
+
+    # -- watches ---------------------------------------------------------------------------
+
+    @property
+    def oldest(self) -> int:
+        """The oldest resourceVersion a watch may start from."""
+        return self._oldest - 1
+
+    def watch(self, rt: ResourceType, namespace: str | None, matches: Filter, since: int | None) -> tuple[Watcher, list]:
+        """A new watcher and the events it missed after revision `since` (None: none).
+
+        The caller checked `since >= self.oldest`; the replay comes from the window.
+        """
+        w = Watcher(rt, namespace, matches)
+        replay: list = []
+        if since is not None and since < self.rev:
+            tmp = Watcher(rt, namespace, matches)
+            for ev in self._events:
+                if ev.rev > since:
+                    tmp.offer(ev)
+            while not tmp.queue.empty():
+                replay.append(tmp.queue.get_nowait())
+        self._watchers.add(w)
+        return w, replay
+
+    def unwatch(self, w: Watcher) -> None:
+        self._watchers.discard(w)
+        w.closed = True
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
