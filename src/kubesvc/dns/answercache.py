@@ -1,0 +1,87 @@
+"""The answer cache: prebuilt wire-format responses for cluster names.
+
+Entries live until the objects they were built from change -- never by TTL:
+``ClusterZone`` reports the dependencies each change touched and ``invalidate``
+drops exactly the entries filed under them. Negative answers (NXDOMAIN and
+NODATA) carry the SOA serial, which moves on every change, so they are all
+dropped on any change. Per-entry hit counters feed ``coredns_cache_hits_total``
+without a lock or a label lookup on the hot path.
+"""
+
+from __future__ import annotations
+
+from kubesvc.dns.wire import Prebuilt
+
+
+class Entry:
+    """One prebuilt response and how often it was served."""
+
+    __slots__ = ("p", "hits", "qtype", "negative")
+
+    def __init__(self, p: Prebuilt, qtype: int, negative: bool):
+        self.p = p
+        self.hits = 0
+        self.qtype = qtype
+        self.negative = negative
+
+
+class AnswerCache:
+    """cache key (see ``wire.parse_query``) -> Entry, with a dependency index for invalidation."""
+
+    def __init__(self, max_entries: int = 200_000):
+        self.entries: dict[bytes, Entry] = {}
+        self.by_dep: dict[tuple, set[bytes]] = {}
+        self.negative: set[bytes] = set()
+        self.max_entries = max_entries
+        # hits of entries since dropped, by (qtype, rcode, negative), so counters never go back
+        self.retired: dict[tuple[int, int, bool], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, key: bytes, p: Prebuilt, deps: set, negative: bool) -> Entry:
+        if len(self.entries) >= self.max_entries:
+            # Past the cap (e.g. a flood of random names) start over rather than track recency.
+            self.clear()
+        # the key ends with QTYPE, QCLASS (2 bytes each) and the EDNS byte
+        e = Entry(p, (key[-5] << 8) | key[-4], negative)
+        self._drop(key)
+        self.entries[key] = e
+        if negative:
+            self.negative.add(key)
+        for d in deps:
+            self.by_dep.setdefault(d, set()).add(key)
+        return e
+
+    def _drop(self, key: bytes) -> None:
+        e = self.entries.pop(key, None)
+        if e is not None and e.hits:
+            self._retire(e)
+
+    def _retire(self, e: Entry) -> None:
+        k = (e.qtype, e.p.rcode, e.negative)
+        self.retired[k] = self.retired.get(k, 0) + e.hits
+
+    def invalidate(self, deps: set) -> int:
+        """Drop the entries built from any of ``deps`` and all negative ones; returns how many."""
+        if not deps:
+            return 0
+        before = len(self.entries)
+        for d in deps:
+            for key in self.by_dep.pop(d, ()):
+                self._drop(key)
+        for key in self.negative:
+            self._drop(key)
+        self.negative.clear()
+        return before - len(self.entries)
+
+    def clear(self) -> None:
+        for e in self.entries.values():
+            if e.hits:
+                self._retire(e)
+        self.entries.clear()
+        self.by_dep.clear()
+        self.negative.clear()
+
+    def hits(self) -> int:
+        return sum(self.retired.values()) + sum(e.hits for e in self.entries.values())
