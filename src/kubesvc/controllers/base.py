@@ -1,0 +1,226 @@
+"""What every controller is made of: shared informers, a fresh view of the cache, a
+work queue with workers, and the context (client, recorder, options) they run in.
+
+As in kube-controller-manager, all controllers share one informer per resource type
+(one list+watch each, however many controllers read it), and each controller owns a
+work queue of keys that its handlers fill and its workers drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+
+from kubesvc.client import Informer
+from kubesvc.controllers.util import ns_name, rv_newer
+from kubesvc.controllers.workqueue import ShutDown, WorkQueue
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class FreshView:
+    """An informer's cache overlaid with the controllers' own writes not yet seen back.
+
+    A controller that creates five pods and syncs again before the watch delivers
+    them would create five more; client-go guards with "expectations". Here every
+    write's result is recorded and read through until the informer catches up
+    (a resourceVersion at least as new), and deletes leave a tombstone until the
+    watch reports them. Also keeps a per-namespace index, so a sync reads the
+    objects of one namespace without walking the whole cache.
+    """
+
+    def __init__(self, informer: Informer):
+        self.informer = informer
+        self._written: dict[Key, Any] = {}
+        self._deleted: dict[Key, str | None] = {}  # key -> uid deleted
+        self._by_ns: dict[str, dict[str, Any]] = {}
+        informer.add_handler(on_add=self._seen, on_update=lambda _o, n: self._seen(n),
+                             on_delete=self._gone)
+
+    def _seen(self, obj: Any) -> None:
+        key = ns_name(obj)
+        self._by_ns.setdefault(key[0], {})[key[1]] = obj
+        w = self._written.get(key)
+        if w is not None and (w.metadata.uid != obj.metadata.uid
+                              or rv_newer(obj.metadata.resourceVersion, w.metadata.resourceVersion)):
+            del self._written[key]
+        d = self._deleted.get(key, False)
+        if d is not False and d != obj.metadata.uid:
+            del self._deleted[key]  # a new object under the same name
+
+    def _gone(self, obj: Any) -> None:
+        key = ns_name(obj)
+        names = self._by_ns.get(key[0])
+        if names is not None:
+            names.pop(key[1], None)
+            if not names:
+                del self._by_ns[key[0]]
+        w = self._written.get(key)
+        if w is not None and w.metadata.uid == obj.metadata.uid:
+            del self._written[key]
+        self._deleted.pop(key, None)
+
+    def record(self, obj: Any) -> None:
+        """Remember the result of a create/update/patch until the watch shows it."""
+        key = ns_name(obj)
+        self._deleted.pop(key, None)
+        cur = self.informer.get(key[1], key[0])
+        if cur is not None and cur.metadata.uid == obj.metadata.uid and \
+                rv_newer(cur.metadata.resourceVersion, obj.metadata.resourceVersion):
+            return
+        self._written[key] = obj
+
+    def record_delete(self, obj: Any) -> None:
+        key = ns_name(obj)
+        self._written.pop(key, None)
+        self._deleted[key] = obj.metadata.uid
+
+    def get(self, name: str, namespace: str = "") -> Any | None:
+        key = (namespace or "", name)
+        if key in self._deleted:
+            cur = self._written.get(key) or self.informer.get(name, namespace)
+            if cur is None or cur.metadata.uid == self._deleted[key]:
+                return None
+        w = self._written.get(key)
+        return w if w is not None else self.informer.get(name, namespace)
+
+    def list(self, namespace: str | None = None) -> list[Any]:
+        if namespace is None:
+            names = {k for k in self.informer.cache}
+        else:
+            names = {(namespace, n) for n in self._by_ns.get(namespace, ())}
+        names.update(k for k in self._written if namespace is None or k[0] == namespace)
+        out = []
+        for ns, n in names:
+            obj = self.get(n, ns)
+            if obj is not None:
+                out.append(obj)
+        return out
+
+    def namespaces(self) -> list[str]:
+        return list(self._by_ns)
+
+
+class SharedInformers:
+    """One informer (and one FreshView) per resource type, shared by all controllers."""
+
+    def __init__(self, client: AsyncClient):
+        self.client = client
+        self._informers: dict[type, Informer] = {}
+        self._views: dict[type, FreshView] = {}
+
+    def informer(self, resource: type) -> Informer:
+        inf = self._informers.get(resource)
+        if inf is None:
+            inf = self._informers[resource] = Informer(self.client, resource)
+        return inf
+
+    def view(self, resource: type) -> FreshView:
+        v = self._views.get(resource)
+        if v is None:
+            v = self._views[resource] = FreshView(self.informer(resource))
+        return v
+
+    def start(self) -> None:
+        for inf in self._informers.values():
+            inf.start()
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(inf.wait_synced(timeout) for inf in self._informers.values()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(inf.stop() for inf in self._informers.values()))
+
+
+@dataclass
+class ControllerContext:
+    """What a controller gets from the manager."""
+
+    client: AsyncClient
+    informers: SharedInformers
+    recorder: Any  # events.EventRecorder
+    options: dict = field(default_factory=dict)
+
+
+class Controller:
+    """A work queue of keys plus workers calling ``sync(key)``; subclasses fill the queue
+    from informer handlers in ``setup`` and make the world match in ``sync``."""
+
+    name = "controller"
+    workers = 1
+    max_retries = 15
+
+    def __init__(self, ctx: ControllerContext):
+        self.ctx = ctx
+        self.client = ctx.client
+        self.informers = ctx.informers
+        self.queue: WorkQueue = WorkQueue(self.name)
+        self._tasks: list[asyncio.Task] = []
+        self.syncs = 0
+
+    def setup(self) -> None:
+        """Register informer handlers (before the informers start)."""
+
+    async def sync(self, key: Any) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Called once caches are synced, before workers run."""
+
+    def run(self) -> list[asyncio.Task]:
+        self._tasks = [asyncio.create_task(self._worker(), name=f"{self.name}-{i}")
+                       for i in range(self.workers)]
+        return self._tasks
+
+    async def stop(self) -> None:
+        self.queue.shutdown()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                self.syncs += 1
+                await self.sync(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure is retried with back-off
+                if self.queue.num_requeues(key) < self.max_retries:
+                    if isinstance(err, ApiError) and err.status.code == 409:
+                        log.debug("%s %s: conflict, retrying: %s", self.name, key, err)
+                    else:
+                        log.warning("%s: syncing %s failed: %s: %s", self.name, key,
+                                    type(err).__name__, err)
+                    self.queue.add_rate_limited(key)
+                else:
+                    log.error("%s: dropping %s after %d retries: %s", self.name, key,
+                              self.max_retries, err)
+                    self.queue.forget(key)
+            else:
+                self.queue.forget(key)
+            finally:
+                self.queue.done(key)
+
+
+def enqueue_obj(queue: WorkQueue) -> Callable[[Any], None]:
+    return lambda obj: queue.add(ns_name(obj))
+
+
+def is_not_found(err: Exception) -> bool:
+    return isinstance(err, ApiError) and err.status.code == 404
+
+
+def is_conflict(err: Exception) -> bool:
+    return isinstance(err, ApiError) and err.status.code in (409,)

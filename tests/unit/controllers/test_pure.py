@@ -1,0 +1,173 @@
+"""The controllers' rules as pure functions: hashes, queues, endpoint sets, slices, pools."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lightkube.resources.core_v1 import Node, Pod, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
+
+from kubesvc.controllers import endpoints as ep
+from kubesvc.controllers import endpointslices as es
+from kubesvc.controllers.deployments import int_or_percent
+from kubesvc.controllers.loadbalancer import Pool, parse_pool
+from kubesvc.controllers.nodeipam import CIDRSet
+from kubesvc.controllers.scheduler import fit_failure, unschedulable_message
+from kubesvc.controllers.util import SAFE_ALPHANUMS, pod_template_hash, rand_string, safe_encode_string
+from kubesvc.controllers.workqueue import WorkQueue
+
+
+def test_safe_encode_matches_kubernetes():
+    # rand.SafeEncodeString of the decimal FNV sum: "236289784" -> "67b6dfcd8" (the seed's name)
+    assert safe_encode_string("236289784") == "67b6dfcd8"
+    assert all(c in SAFE_ALPHANUMS for c in rand_string(50))
+
+
+def test_pod_template_hash_is_stable_and_shaped():
+    tpl = {"metadata": {"labels": {"app": "myapp"}},
+           "spec": {"containers": [{"name": "myapp", "image": "nginx"}]}}
+    h = pod_template_hash(tpl)
+    assert h == pod_template_hash({**tpl, "spec": {**tpl["spec"], "volumes": []}})
+    assert 1 <= len(h) <= 10 and all(c in SAFE_ALPHANUMS for c in h)
+    assert h != pod_template_hash(tpl, collision_count=1)
+    assert h != pod_template_hash({**tpl, "metadata": {"labels": {"app": "other"}}})
+
+
+async def test_workqueue_dedupes_and_excludes_in_flight():
+    q: WorkQueue = WorkQueue()
+    q.add("a"); q.add("a"); q.add("b")
+    assert len(q) == 2
+    k = await q.get()
+    assert k == "a"
+    q.add("a")  # while processing: held back, not queued twice
+    assert len(q) == 1
+    q.done("a")
+    assert len(q) == 2
+    q.add_after("c", 0.01)
+    assert [await q.get(), await q.get(), await asyncio.wait_for(q.get(), 1)] == ["b", "a", "c"]
+
+
+def _pod(name, ip, ready=True, labels=None, ports=None, terminating=False, hostname=None, subdomain=None,
+         node="node1"):
+    return Pod.from_dict({
+        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}",
+                     "labels": labels or {"app": "web"},
+                     **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if terminating else {})},
+        "spec": {"nodeName": node, "hostname": hostname, "subdomain": subdomain,
+                 "containers": [{"name": "c", "ports": ports or []}]},
+        "status": {"phase": "Running", "podIP": ip,
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    })
+
+
+def _svc(ports, publish=False, name="web"):
+    return Service.from_dict({
+        "metadata": {"name": name, "namespace": "default", "uid": "svc-uid", "labels": {"team": "a"}},
+        "spec": {"selector": {"app": "web"}, "ports": ports, "clusterIP": "10.96.0.5",
+                 "publishNotReadyAddresses": publish},
+    })
+
+
+def test_endpoints_ready_notready_and_named_ports():
+    svc = _svc([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}])
+    pods = [_pod("a", "10.244.1.2", ports=[{"name": "http", "containerPort": 8080}]),
+            _pod("b", "10.244.1.3", ready=False, ports=[{"name": "http", "containerPort": 8080}]),
+            _pod("c", "10.244.1.4", ports=[{"name": "web", "containerPort": 9090}]),  # lacks "http"
+            _pod("d", "10.244.1.5", terminating=True, ports=[{"name": "http", "containerPort": 8080}])]
+    subsets = ep.desired_subsets(svc, pods)
+    assert subsets == [{
+        "addresses": [{"ip": "10.244.1.2", "nodeName": "node1",
+                       "targetRef": {"kind": "Pod", "namespace": "default", "name": "a", "uid": "uid-a"}}],
+        "notReadyAddresses": [{"ip": "10.244.1.3", "nodeName": "node1",
+                               "targetRef": {"kind": "Pod", "namespace": "default", "name": "b", "uid": "uid-b"}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }]
+    # stored order does not matter: what is stored compares equal
+    assert ep.normalize_subsets(subsets) == subsets
+    # publishNotReadyAddresses: everything (terminating too) is an address
+    all_ready = ep.desired_subsets(_svc(svc.to_dict()["spec"]["ports"], publish=True), pods)
+    assert [a["ip"] for a in all_ready[0]["addresses"]] == ["10.244.1.2", "10.244.1.3", "10.244.1.5"]
+
+
+def test_slices_conditions_hostname_and_groups():
+    svc = _svc([{"name": "http", "port": 80, "targetPort": "http"}])
+    pods = [_pod("a", "10.244.1.2", ports=[{"name": "http", "containerPort": 8080}],
+                 hostname="a", subdomain="web"),
+            _pod("b", "10.244.1.3", ports=[{"name": "http", "containerPort": 8081}]),
+            _pod("t", "10.244.1.4", terminating=True, ports=[{"name": "http", "containerPort": 8080}]),
+            _pod("n", "10.244.1.6", ports=[{"name": "other", "containerPort": 1}])]
+    groups = es.desired_endpoints(svc, pods, "IPv4")
+    assert len(groups) == 2  # 8080 and 8081
+    g8080 = groups[es.port_key([{"name": "http", "port": 8080, "protocol": "TCP"}])][1]
+    assert g8080["uid-a"]["hostname"] == "a"
+    assert g8080["uid-a"]["conditions"] == {"ready": True, "serving": True, "terminating": False}
+    assert g8080["uid-t"]["conditions"] == {"ready": False, "serving": True, "terminating": True}
+    assert "uid-n" not in str(groups)
+
+
+def test_slice_reconcile_minimal_churn_and_limits():
+    svc = _svc([{"name": "", "port": 80, "targetPort": 80}])
+    pods = [_pod(f"p{i}", f"10.244.{i // 250}.{i % 250 + 1}") for i in range(250)]
+    desired = es.desired_endpoints(svc, pods, "IPv4")
+    plan = es.reconcile(svc, [], desired, "IPv4")
+    assert [len(b["endpoints"]) for b in plan.create] == [100, 100, 50]
+    b = plan.create[0]
+    assert b["metadata"]["labels"] == {"team": "a", "kubernetes.io/service-name": "web",
+                                       "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+    assert b["metadata"]["ownerReferences"][0]["kind"] == "Service"
+    assert b["metadata"]["name"].startswith("web-")
+    existing = []
+    for i, body in enumerate(plan.create):
+        body["metadata"]["uid"] = f"s{i}"
+        existing.append(EndpointSlice.from_dict(body))
+    # unchanged world: nothing to write
+    again = es.reconcile(svc, existing, desired, "IPv4")
+    assert (again.create, again.update, again.delete) == ([], [], [])
+    # one pod turns unready: exactly one slice is rewritten
+    pods[7] = _pod("p7", pods[7].status.podIP, ready=False)
+    plan2 = es.reconcile(svc, existing, es.desired_endpoints(svc, pods, "IPv4"), "IPv4")
+    assert (len(plan2.create), len(plan2.update), len(plan2.delete)) == (0, 1, 0)
+    # no pods: one placeholder slice without ports stays
+    plan3 = es.reconcile(svc, existing, {}, "IPv4")
+    assert len(plan3.delete) == 2 and len(plan3.update) == 1 and plan3.update[0]["ports"] == []
+
+
+def test_lb_pool_ranges():
+    assert parse_pool("192.168.10.0/30") == [(3232238081, 3232238082)]
+    p = Pool("172.18.255.200-172.18.255.201")
+    assert p.free() == "172.18.255.200"
+    p.assign("172.18.255.200", ("default", "a"))
+    assert p.free() == "172.18.255.201"
+    p.assign("172.18.255.201", ("default", "b"))
+    assert p.free() is None
+    p.release_all(("default", "a"))
+    assert p.free() == "172.18.255.200"
+    with pytest.raises(ValueError):
+        parse_pool("10.0.0.9-10.0.0.1")
+
+
+def test_cidrset_lowest_free_and_stable():
+    s = CIDRSet("10.244.0.0/16", 24)
+    assert s.occupy("10.244.1.0/24")
+    assert s.allocate() == "10.244.0.0/24"
+    assert s.allocate() == "10.244.2.0/24"
+    assert not s.occupy("10.245.0.0/24")
+
+
+def test_scheduler_reasons_in_kube_words():
+    node = Node.from_dict({"metadata": {"name": "n1", "labels": {"disk": "hdd"}},
+                           "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    pod = Pod.from_dict({"metadata": {"name": "p"}, "spec": {"nodeSelector": {"disk": "ssd"},
+                                                            "containers": [{"name": "c"}]}})
+    assert fit_failure(pod, node) == "node(s) didn't match Pod's node affinity/selector"
+    from collections import Counter
+    msg = unschedulable_message(3, Counter({"node(s) didn't match Pod's node affinity/selector": 2,
+                                            "node(s) were not ready": 1}))
+    assert msg == ("0/3 nodes are available: 1 node(s) were not ready, "
+                   "2 node(s) didn't match Pod's node affinity/selector.")
+
+
+def test_int_or_percent():
+    assert int_or_percent("25%", 3, True) == 1 and int_or_percent("25%", 3, False) == 0
+    assert int_or_percent(2, 10, True) == 2
