@@ -20,7 +20,10 @@ def make_client(kubeconfig: str | None = None, server: str | None = None,
                 field_manager: str = "kubesvc") -> AsyncClient:
     """An AsyncClient for `--server URL`, else `--kubeconfig F`, else $KUBECONFIG / ~/.kube/config."""
     if server:
-        config = KubeConfig.from_server(server)
+        # from_server leaves the user unset and lightkube then refuses to build a
+        # client ("Missing user"): an empty user means no credentials, as intended.
+        from lightkube.config.models import Cluster, User
+        config = KubeConfig.from_one(cluster=Cluster(server=server), user=User())
     elif kubeconfig:
         config = KubeConfig.from_file(kubeconfig)
     elif os.environ.get("KUBECONFIG"):
