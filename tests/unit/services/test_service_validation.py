@@ -11,7 +11,7 @@ import copy
 import pytest
 
 from kubesvc.objects.errors import StatusError, invalid_object
-from kubesvc.objects.service import ServiceStrategy, table_cells
+from kubesvc.objects.service import ServiceStrategy
 from kubesvc.objects.strategy import strategy_for
 
 S = ServiceStrategy()
@@ -275,18 +275,3 @@ def test_status_update_keeps_spec():
     new["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
     S.prepare_for_status_update(new, old)
     assert new["spec"] == old["spec"] and new["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.10"
-
-
-# -- table rows --------------------------------------------------------------------------------
-
-def test_table_rows_as_the_seed_shows():
-    redis = stored(svc("redis", clusterIP="10.97.97.97", ports=[{"port": 6379, "targetPort": 6379}]))
-    myapp = stored(svc("myapp", type="NodePort", clusterIP="10.99.99.99", ports=[{"port": 80, "nodePort": 30080}]))
-    headless = stored(svc("myapp-svc-headless", clusterIP="None", ports=P80, selector={"app": "myapp"}))
-    ext = stored(svc("db", type="ExternalName", externalName="db.example.com"))
-    lb = stored(svc("lb", type="LoadBalancer", ports=P80), node_ports=[31000])
-    assert table_cells(redis, "1s", wide=False) == ["redis", "ClusterIP", "10.97.97.97", "<none>", "6379/TCP", "1s"]
-    assert table_cells(myapp, "1s", wide=False)[1:5] == ["NodePort", "10.99.99.99", "<none>", "80:30080/TCP"]
-    assert table_cells(headless, "1s", wide=False)[1:5] == ["ClusterIP", "None", "<none>", "80/TCP"]
-    assert table_cells(ext, "1s", wide=False)[1:5] == ["ExternalName", "<none>", "db.example.com", "<none>"]
-    assert table_cells(lb, "1s", wide=False)[3:5] == ["<pending>", "80:31000/TCP"]
