@@ -350,6 +350,7 @@ def test_restart_keeps_allocations(tmp_path):
             assert body["spec"]["ports"][0]["nodePort"] not in taken.values()
             taken[body["spec"]["clusterIP"]] = body["spec"]["ports"][0]["nodePort"]
         # the built-ins were not created twice, and still hold their addresses
-        assert without_age(api.kubectl("get", "svc", "-n", "kube-system").stdout)[1].split()[2] == "10.96.0.10"
+        assert get_svc(api, "kube-dns", "kube-system")["spec"]["clusterIP"] == "10.96.0.10"
+        assert get_svc(api, "kubernetes")["spec"]["clusterIP"] == "10.96.0.1"
     finally:
         api.stop()
