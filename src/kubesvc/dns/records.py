@@ -172,6 +172,7 @@ class ClusterZone:
         """Add, replace or (info=None) delete a service; returns the dependencies touched."""
         key = (namespace, name)
         before = self._ips_of(key)
+        ns_existed = self.namespace_exists(namespace)
         old = self.services.get(key)
         if info is None:
             if old is None:
@@ -189,7 +190,8 @@ class ClusterZone:
         ips = self._reindex_ips(key, before)
         self._changed()
         deps = self._deps_for(key, ips)
-        deps.add(("namespace", namespace))
+        if ns_existed != self.namespace_exists(namespace):
+            deps.add(("namespace", namespace))
         return deps
 
     def set_slice(self, namespace: str, slice_name: str, service: str | None,

@@ -132,6 +132,8 @@ class Resolver:
 
     def _answer_msg(self, msg: dns.message.Message, data: bytes, q: wire.Question | None, limit: int,
                     t0: float) -> Reply:
+        if msg.edns > 0:
+            return self._error(msg, dns.rcode.BADVERS, limit, t0)  # RFC 6891 6.1.3
         if msg.opcode() != dns.opcode.QUERY:
             return self._error(msg, dns.rcode.NOTIMP, limit, t0)
         if len(msg.question) != 1:
