@@ -35,6 +35,9 @@ def command(kubeconfig, server, listen, zone, upstreams, ttl, pods, health_liste
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one line per API request is noise for a long-running watcher
+        for noisy in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = DNSConfig(listen=listen, zone=zone, upstreams=list(upstreams), ttl=ttl, pods=pods,
                     health_listen=_off(health_listen), ready_listen=_off(ready_listen),
                     metrics_listen=_off(metrics_listen), kubeconfig=kubeconfig, server=server)
