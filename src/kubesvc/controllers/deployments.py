@@ -17,7 +17,7 @@ import logging
 import math
 from typing import Any
 
-from lightkube.resources.apps_v1 import Deployment, ReplicaSet
+from kubesvc.controllers.kinds import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 

@@ -207,6 +207,19 @@ def reconcile(svc: Any, existing: list[Any], desired: dict, address_type: str) -
             plan.update.append(body)
     if keep_placeholder and not placeholder_kept:
         plan.create.append(_new_slice(svc, labels, owner, address_type, [], []))
+    # As kube does: a slice to create takes over an empty slice being deleted (the
+    # placeholder), one update instead of a create and a delete.
+    for victim in list(plan.delete):
+        if not plan.create:
+            break
+        if (victim.endpoints or []) or victim.addressType != address_type:
+            continue
+        body = plan.create.pop(0)
+        orig = victim.to_dict()
+        body["metadata"] = {**orig["metadata"], "labels": body["metadata"]["labels"],
+                            "ownerReferences": owner}
+        plan.delete.remove(victim)
+        plan.update.append(body)
     return plan
 
 

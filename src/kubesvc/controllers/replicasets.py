@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightkube.resources.apps_v1 import ReplicaSet
+from kubesvc.controllers.kinds import ReplicaSet
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 

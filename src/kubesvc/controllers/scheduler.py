@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+import msgspec
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
@@ -63,6 +64,8 @@ def fit_failure(pod: Any, node: Any) -> str | None:
 
 
 def unschedulable_message(n_nodes: int, reasons: Counter) -> str:
+    if n_nodes == 0:
+        return "no nodes available to schedule pods"
     parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
     return f"0/{n_nodes} nodes are available: " + ", ".join(parts) + "." if parts \
         else f"0/{n_nodes} nodes are available."
@@ -164,6 +167,11 @@ class Scheduler(Controller):
                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
             try:
                 await self.client.create(Pod.Binding.from_dict(body), name=name, namespace=ns)
+                self.writes += 1
+                return
+            except msgspec.ValidationError:
+                # kube-apiserver answers a binding with a Status (201, Success), which
+                # lightkube tries to decode as a Binding: the bind itself went through.
                 self.writes += 1
                 return
             except Exception as err:
