@@ -530,6 +530,11 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
+def unknown_fields(obj: dict, rt: ResourceType) -> list[str]:
+    """Field paths of obj its kind's schema does not know (for fieldValidation Strict/Warn)."""
+    return sch.unknown_fields(obj, rt)
+
+
 def warm() -> None:
     """Build every document now (the server calls this at start so the first kubectl does not wait)."""
     v3_documents()

@@ -991,3 +991,13 @@ def apply_patch(patch_type: str, original: dict, body: bytes, rt: ResourceType) 
     raise StatusError(415, "UnsupportedMediaType",
                       f'the body of the request was in an unknown format - accepted media types include: '
                       f'{", ".join(PATCH_TYPES)}')
+
+
+# The rest of the contract the API server calls lives in sibling modules; one import point.
+from kubesvc.objects.apply import parse_apply_body, server_side_apply  # noqa: E402
+from kubesvc.objects.managedfields import update_managed_fields  # noqa: E402
+from kubesvc.objects.schema import prune_unknown, unknown_fields  # noqa: E402
+
+__all__ = ["apply_patch", "server_side_apply", "update_managed_fields", "unknown_fields", "prune_unknown",
+           "parse_apply_body", "strategic_merge", "merge_patch", "json_patch", "STRATEGIC", "MERGE",
+           "JSON_PATCH", "APPLY_YAML"]
