@@ -373,6 +373,10 @@ def decode(body: bytes, expected_kind: str | None = None) -> dict:
     except message.DecodeError as e:
         raise _unrecognized(target, _proto_error(e), body)
     api_version, kind = envelope.typeMeta.apiVersion, envelope.typeMeta.kind
+    if not kind:
+        raise _unrecognized(target, "Object 'Kind' is missing in 'runtime.TypeMeta{APIVersion:"
+                                    f'"{api_version}", Kind:""}}\'', body)
+    target = expected_kind or kind
     if envelope.contentEncoding:
         raise _cannot_handle(kind, api_version, target,
                              f'unsupported content encoding "{envelope.contentEncoding}"')
@@ -380,10 +384,9 @@ def decode(body: bytes, expected_kind: str | None = None) -> dict:
     if ref is None:
         group, _, version = api_version.rpartition("/")
         gv = f"{group}/{version}" if group else version
-        detail = (f'no kind "{kind}" is registered for version "{gv}" in scheme '
-                  f'"k8s.io/kubernetes/pkg/api/legacyscheme/scheme.go:30"') if kind else \
-            "Object 'Kind' is missing in protobuf envelope"
-        raise _cannot_handle(kind, api_version, target, detail)
+        raise _cannot_handle(kind, api_version, target,
+                             f'no kind "{kind}" is registered for version "{gv}" in scheme '
+                             f'"k8s.io/kubernetes/pkg/api/legacyscheme/scheme.go:30"')
     pkg, name = ref
     msg = message_class(f"{pkg}.{name}")()
     try:
@@ -398,8 +401,9 @@ def decode(body: bytes, expected_kind: str | None = None) -> dict:
 
 
 def _proto_error(e: Exception) -> str:
-    text = str(e) or "unexpected EOF"
-    return text if text.startswith("proto") or text == "unexpected EOF" else f"proto: {text}"
+    # the protobuf library only says the wire format is corrupt; Go's decoder says
+    # "unexpected EOF" for the usual cause, a body cut short
+    return "unexpected EOF"
 
 
 def _unrecognized(target: str, detail: str, body: bytes) -> StatusError:
