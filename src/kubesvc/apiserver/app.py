@@ -113,6 +113,12 @@ class APIServer:
         await self.store.start()
         await self.cache.start()
         await self._bootstrap()
+        try:
+            from kubesvc.apiserver import openapi
+            if hasattr(openapi, "warm"):
+                openapi.warm()  # so that the first kubectl apply does not wait for the documents
+        except ImportError:
+            pass
         self.gc.start()
         self.ready = True
         log.info("apiserver ready at revision %d", self.cache.rev)

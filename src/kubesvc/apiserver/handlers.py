@@ -184,7 +184,7 @@ class Handlers:
             if sub == "finalize":
                 if method != "PUT":
                     raise method_not_allowed()
-                return await self.update(request, rt, ns, name, "")
+                return await self.update(request, rt, ns, name, "finalize")
             if method == "GET":
                 return self.get(request, rt, ns, name)
             if method == "PUT":

@@ -139,6 +139,17 @@ def parse_apply(body: bytes) -> dict:
 def server_side_apply(live: dict | None, applied: dict, manager: str, force: bool, rt: ResourceType) -> dict:
     if _patch is not None and hasattr(_patch, "server_side_apply"):
         return _patch.server_side_apply(live, applied, manager, force, rt)
-    if live is None:
-        return copy.deepcopy(applied)
-    return merge_patch(live, applied)
+    out = copy.deepcopy(applied) if live is None else merge_patch(live, applied)
+    from kubesvc.objects.meta import field_set, now
+    meta = out.setdefault("metadata", {})
+    content = {k: v for k, v in applied.items() if k not in ("apiVersion", "kind", "metadata")}
+    am = {k: v for k, v in (applied.get("metadata") or {}).items() if k in ("labels", "annotations")}
+    fields = field_set(content)
+    if am:
+        fields = {"f:metadata": field_set(am), **fields}
+    entries = [e for e in meta.get("managedFields") or []
+               if not (e.get("manager") == manager and e.get("operation") == "Apply")]
+    entries.append({"manager": manager, "operation": "Apply", "apiVersion": rt.api_version, "time": now(),
+                    "fieldsType": "FieldsV1", "fieldsV1": fields})
+    meta["managedFields"] = entries
+    return out

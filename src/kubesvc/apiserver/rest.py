@@ -292,7 +292,8 @@ class Registry:
             new = self._prepare_update(rt, strategy, new, old, subresource)
             errs = m.validate_object_meta_update(new, old)
             if not errs:
-                errs = m.validate_object_meta(new, rt.kind, rt.namespaced) + strategy.validate_update(new, old)
+                errs = m.validate_object_meta(new, rt.kind, rt.namespaced) + (
+                    strategy.validate(new) if subresource == "binding" else strategy.validate_update(new, old))
             if errs:
                 raise invalid(rt, name, errs)
             if _comparable(new) == _comparable(old):
@@ -343,13 +344,19 @@ class Registry:
                 obj["metadata"]["managedFields"] = new["metadata"]["managedFields"]
             strategy.prepare_for_status_update(obj, old)
             return obj
+        if subresource == "finalize":
+            obj = copy.deepcopy(old)
+            obj.setdefault("spec", {})["finalizers"] = (new.get("spec") or {}).get("finalizers") or []
+            obj["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion",
+                                                                     old["metadata"]["resourceVersion"])
+            return obj
         meta, old_meta = new["metadata"], old["metadata"]
         for f in _SERVER_META:
             if f in old_meta:
                 meta[f] = old_meta[f]
             else:
                 meta.pop(f, None)
-        if "status" in rt.subresources:
+        if "status" in rt.subresources and subresource != "binding":
             if "status" in old:
                 new["status"] = old["status"]
             else:
@@ -361,7 +368,8 @@ class Registry:
                 raise invalid(rt, meta["name"], [forbidden(
                     "metadata.finalizers", f"no new finalizers can be added if the object is being deleted, "
                     f"found new finalizers {sorted(added)!r}".replace("'", '"'))])
-        strategy.prepare_for_update(new, old)
+        if subresource != "binding":
+            strategy.prepare_for_update(new, old)
         strategy.default(new)
         if rt.kind in GENERATION_KINDS and _content(new) != _content(old):
             meta["generation"] = (old_meta.get("generation") or 1) + 1
