@@ -264,3 +264,23 @@ def test_watch_prints_rows_per_event(apiserver):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_labels_columns_and_sorting_use_the_row_objects(apiserver, seed_pods):
+    # --show-labels and -L read the row's PartialObjectMetadata; --sort-by asks for whole objects
+    headers, rows = get(apiserver, "pods", "-l", "app=myapp", "--show-labels")
+    assert headers[-1] == "LABELS"
+    assert {r[-1] for r in rows} == {"app=myapp,release=canary"}
+    headers, rows = get(apiserver, "pods", "-l", "app=myapp", "-L", "release")
+    assert headers[-1] == "RELEASE" and {r[-1] for r in rows} == {"canary"}
+    headers, rows = get(apiserver, "pods", "-l", "app=myapp", "-o", "wide", "--sort-by", ".status.podIP")
+    assert [r[headers.index("IP")] for r in rows] == ["10.244.1.38", "10.244.2.29", "10.244.2.30"]
+
+
+def test_a_bound_pod_being_deleted_is_terminating(apiserver):
+    _apply(apiserver, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "leaving", "namespace": "default"},
+                       "spec": {"nodeName": "node09", "containers": [{"name": "c", "image": "nginx"}]}})
+    apiserver.kubectl("delete", "pod", "leaving", "--wait=false")
+    headers, rows = get(apiserver, "pod", "leaving")
+    assert rows[0][headers.index("STATUS")] == "Terminating"
+    apiserver.kubectl("delete", "pod", "leaving", "--grace-period=0", "--force", check=False)
