@@ -1,13 +1,15 @@
 """Service allocation throughput and the start-up repair pass, at 10,000 services.
 
-Starts a real `kubesvc apiserver`, creates N Services (each allocating a random
-ClusterIP and NodePort... NodePorts only for the first 2,000: the default range has
-2,768) through the HTTP API with C concurrent clients, then N ConfigMaps the same way
-as the anchor (same write path, no allocation), and prints creates/s for both and
-their ratio. Then it times ServiceAdmission.repair over the N stored services, and a
-full server restart (which runs the repair).
+Each round starts a fresh `kubesvc apiserver` and creates N Services through the HTTP
+API with C concurrent clients (each gets a random ClusterIP; the first 2,000 are
+NodePort and also get a random node port, since the default range holds only 2,768),
+and N ConfigMaps the same way as the anchor (same write path, nothing to allocate).
+It prints creates/s for both and their ratio, the in-process cost of the service
+write path's own work (defaults, validation, admission), the time of
+ServiceAdmission.repair over the N stored services, and of a server restart (which
+runs the repair). Figures are medians over the rounds.
 
-    python3 bench/services_alloc.py [--count 10000] [--concurrency 16]
+    python3 bench/services_alloc.py [--count 10000] [--concurrency 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -67,37 +69,81 @@ async def list_services(url: str) -> list[dict]:
             return orjson.loads(await r.read())["items"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--count", type=int, default=10000)
-    ap.add_argument("--concurrency", type=int, default=16)
-    args = ap.parse_args()
+def one_round(count: int, concurrency: int, services_first: bool) -> dict:
+    """A fresh server: N service creates and N configmap creates, the repair pass, a restart."""
     with tempfile.TemporaryDirectory() as d:
         api = APIServer(Path(d) / "api").start()
         try:
-            svc_s = asyncio.run(create_all(api.url, "services", service, args.count, args.concurrency))
-            cm_s = asyncio.run(create_all(api.url, "configmaps", configmap, args.count, args.concurrency))
+            order = [("services", service), ("configmaps", configmap)]
+            if not services_first:  # alternate which goes first: the store grows as we go
+                order.reverse()
+            took = {plural: asyncio.run(create_all(api.url, plural, make, count, concurrency))
+                    for plural, make in order}
             items = asyncio.run(list_services(api.url))
-            runs = []
+            repair = []
             for _ in range(5):
                 adm = ServiceAdmission()
                 t0 = time.perf_counter()
                 problems = adm.repair(items)
-                runs.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+                repair.append(time.perf_counter() - t0)
             api.stop()
+            t0 = time.perf_counter()
             api.start(timeout=120)
-            restart_s = time.perf_counter() - t0
+            restart = time.perf_counter() - t0
         finally:
             api.stop()
-    svc_rate, cm_rate = args.count / svc_s, args.count / cm_s
-    print(f"services created:        {args.count} ({min(args.count, NODE_PORTS)} NodePort) "
-          f"in {svc_s:.2f}s = {svc_rate:.0f}/s")
-    print(f"configmaps created:      {args.count} in {cm_s:.2f}s = {cm_rate:.0f}/s (anchor)")
-    print(f"ratio services/configmaps: {svc_rate / cm_rate:.2f}")
-    print(f"repair pass over {len(items)} services: median {statistics.median(runs) * 1000:.1f} ms "
-          f"(5 runs), problems: {len(problems)}")
-    print(f"server restart to /readyz with {len(items)} services + {args.count} configmaps: {restart_s:.2f}s")
+    return {"svc": count / took["services"], "cm": count / took["configmaps"],
+            "repair": statistics.median(repair), "restart": restart, "items": len(items), "problems": len(problems)}
+
+
+def in_process(count: int) -> float:
+    """Seconds per service for the Service strategy and admission alone (no HTTP, no store)."""
+    from kubesvc.objects.service import ServiceStrategy
+
+    strategy, adm = ServiceStrategy(), ServiceAdmission()
+
+    async def run() -> float:
+        t0 = time.perf_counter()
+        for i in range(count):
+            obj = service(i)
+            obj["metadata"]["namespace"] = "default"
+            strategy.prepare_for_create(obj)
+            strategy.default(obj)
+            if strategy.validate(obj):
+                raise RuntimeError("invalid")
+            finish = await adm.admit("CREATE", obj, None)
+            finish(True)
+        return (time.perf_counter() - t0) / count
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    rounds = [one_round(args.count, args.concurrency, i % 2 == 0) for i in range(args.rounds)]
+    per_svc = statistics.median(in_process(args.count) for _ in range(args.rounds))
+
+    def med(k: str) -> float:
+        return statistics.median(r[k] for r in rounds)
+
+    ratios = [r["svc"] / r["cm"] for r in rounds]
+    print(f"{args.count} creates each, {args.concurrency} concurrent HTTP clients, median of {args.rounds} rounds "
+          f"(fresh server each)")
+    print(f"services (random ClusterIP; {min(args.count, NODE_PORTS)} also a random NodePort): "
+          f"{med('svc'):.0f} creates/s")
+    print(f"configmaps (anchor, same write path, no allocation):  {med('cm'):.0f} creates/s")
+    print(f"ratio services/configmaps: {statistics.median(ratios):.2f}  (rounds: "
+          + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+    print(f"in-process defaults+validation+allocation: {per_svc * 1e6:.0f} us/service "
+          f"({1 / per_svc:.0f}/s; {per_svc * med('svc') * 100:.1f}% of one HTTP create's time)")
+    print(f"repair pass over {rounds[0]['items']} stored services: {med('repair') * 1000:.1f} ms median "
+          f"({rounds[0]['problems']} problems)")
+    print(f"server restart to /readyz with them (+{args.count} configmaps): {med('restart'):.2f} s; "
+          f"repair share: {med('repair') / med('restart') * 100:.1f}%")
 
 
 if __name__ == "__main__":

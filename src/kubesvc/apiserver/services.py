@@ -240,6 +240,7 @@ class ServiceAdmission:
         self.ips = IPRange(service_cidr)
         self.ports = PortRange(node_port_range)
         self.family = "IPv6" if self.ips.network.version == 6 else "IPv4"
+        svc.cluster_ip_family = self.family  # services asking for no family get this one
 
     # -- admission ---------------------------------------------------------------------
 
@@ -296,22 +297,22 @@ class ServiceAdmission:
         return res
 
     def _check_families(self, obj: dict) -> None:
+        """The part of initIPFamilyFields that needs to know the cluster: families it serves."""
         spec = svc.spec_of(obj)
-        if spec.get("type") == svc.EXTERNAL_NAME or svc.is_headless(obj):
+        if spec.get("type") == svc.EXTERNAL_NAME:
             return
+        if spec.get("clusterIP") == svc.NONE and not spec.get("selector"):
+            return  # headless without selector may name any families, even on a single-stack cluster
         name = (obj.get("metadata") or {}).get("name", "")
         errs: list[FieldError] = []
         if spec.get("ipFamilyPolicy") == "RequireDualStack":
             errs.append(invalid("spec.ipFamilyPolicy", "RequireDualStack",
                                 "this cluster is not configured for dual-stack services"))
         for i, fam in enumerate(spec.get("ipFamilies") or []):
-            if fam != self.family and (spec.get("ipFamilyPolicy") == "SingleStack" or i == 0):
+            if fam != self.family:
                 errs.append(invalid(f"spec.ipFamilies[{i}]", fam, "not configured on this cluster"))
         if errs:
             raise invalid_object("Service", name, errs)
-        # PreferDualStack on a single-stack cluster keeps only the configured family.
-        if len(spec.get("ipFamilies") or []) > 1:
-            spec["ipFamilies"] = [f for f in spec["ipFamilies"] if f == self.family][:1]
 
     def _allocate_cluster_ips(self, obj: dict, old: dict | None, res: _Reservation) -> None:
         spec = obj["spec"]

@@ -52,6 +52,10 @@ IP_FAMILIES = ["IPv4", "IPv6"]
 IP_FAMILY_POLICIES = ["PreferDualStack", "RequireDualStack", "SingleStack"]
 TRAFFIC_DISTRIBUTIONS = ["PreferClose"]
 
+# The family of --service-cluster-ip-range: what services get when they ask for none.
+# kubesvc.apiserver.services.ServiceAdmission sets it from the range it is built with.
+cluster_ip_family = "IPv4"
+
 DEFAULT_CLIENT_IP_TIMEOUT = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 MAX_CLIENT_IP_TIMEOUT = 86400  # core.MaxClientIPServiceAffinitySeconds
 
@@ -252,11 +256,11 @@ def _default_ip_families(obj: dict) -> None:
             families.append(fam)
     if headless_selectorless:
         if not families:
-            families = ["IPv4"]
+            families = [cluster_ip_family]
         if len(families) < 2 and spec["ipFamilyPolicy"] != "SingleStack":
             families.append("IPv6" if families[0] == "IPv4" else "IPv4")
     elif not families:
-        families = ["IPv4"]
+        families = [cluster_ip_family]
     spec["ipFamilies"] = families
 
 

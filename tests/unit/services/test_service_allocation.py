@@ -293,6 +293,26 @@ async def test_cluster_not_dual_stack():
                                'this cluster is not configured for dual-stack services')
     o = await create(adm, svc("p", ipFamilyPolicy="PreferDualStack", ports=P80))
     assert o["spec"]["ipFamilies"] == ["IPv4"] and len(o["spec"]["clusterIPs"]) == 1
+    with pytest.raises(StatusError) as e:
+        await create(adm, svc("q", ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4", "IPv6"], ports=P80))
+    assert e.value.message == ('Service "q" is invalid: spec.ipFamilies[1]: Invalid value: "IPv6": '
+                               'not configured on this cluster')
+    # headless without selector names both families even here, as kube-apiserver allows
+    h = await create(adm, svc("h", clusterIP="None", ports=P80))
+    assert h["spec"]["ipFamilies"] == ["IPv4", "IPv6"] and adm.ips.used() == 1
+
+
+async def test_ipv6_service_cidr():
+    try:
+        adm = ServiceAdmission("fd00:10:96::/112")
+        o = await create(adm, svc(ports=P80))
+        assert o["spec"]["ipFamilies"] == ["IPv6"]
+        assert ipaddress.ip_address(o["spec"]["clusterIP"]) in ipaddress.ip_network("fd00:10:96::/112")
+        objs = builtin_objects("::1", 6443)
+        assert objs[0]["spec"]["clusterIP"] == "fd00:10:96::1" and objs[3]["spec"]["clusterIP"] == "fd00:10:96::a"
+        assert objs[2]["addressType"] == "IPv6"
+    finally:
+        ServiceAdmission()  # back to the IPv4 default for the other tests
 
 
 # -- repair ----------------------------------------------------------------------------------
