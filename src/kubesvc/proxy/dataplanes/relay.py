@@ -1,0 +1,306 @@
+"""TCP and UDP relays for the userspace data plane: asyncio protocols, no thread per connection.
+
+A :class:`Balancer` picks the endpoint for a new connection (round robin, or
+ClientIP affinity with a timeout). :class:`TcpRelay` is the server protocol for
+one accepted client; it opens the upstream connection and then the two sides
+pass bytes straight through (the bytes object a read produced is what the other
+transport writes: no copies), with back-pressure both ways (pause reading one
+side while the other's write buffer is full) and half-close passed on.
+
+Half-close and uvloop: uvloop 0.21–0.23 was seen to abort ("double free or
+corruption") when a relay called ``transport.write_eof()`` under heavy
+connection-close load. So EOF is passed on only once the peer's write buffer is
+empty (the same order the kernel would keep), never twice, never on a closing
+transport, and a full close of both sides replaces write_eof when the other side
+has already finished sending. tests/integration/proxy hammers this path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+
+class Balancer:
+    """Endpoint choice for one service port: round robin, optional ClientIP affinity."""
+
+    def __init__(self, endpoints: list[Addr] | None = None, affinity_timeout: int = 0):
+        self.endpoints: list[Addr] = list(endpoints or [])
+        self.affinity_timeout = affinity_timeout
+        self._next = 0
+        self._affinity: dict[str, tuple[Addr, float]] = {}
+
+    def update(self, endpoints: list[Addr], affinity_timeout: int) -> None:
+        if endpoints != self.endpoints or affinity_timeout != self.affinity_timeout:
+            alive = set(endpoints)
+            # keep pins to endpoints that still exist (as kube-proxy's userspace balancer did)
+            self._affinity = {c: v for c, v in self._affinity.items() if v[0] in alive} if affinity_timeout else {}
+            self.endpoints = list(endpoints)
+            self.affinity_timeout = affinity_timeout
+
+    def pick(self, client_ip: str, skip: set[Addr] | None = None) -> Optional[Addr]:
+        eps = [e for e in self.endpoints if not skip or e not in skip]
+        if not eps:
+            return None
+        now = time.monotonic()
+        if self.affinity_timeout:
+            pinned = self._affinity.get(client_ip)
+            if pinned and pinned[0] in eps and now - pinned[1] < self.affinity_timeout:
+                self._affinity[client_ip] = (pinned[0], now)
+                return pinned[0]
+        ep = eps[self._next % len(eps)]
+        self._next += 1
+        if self.affinity_timeout:
+            self._affinity[client_ip] = (ep, now)
+        return ep
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a relayed connection; `peer` is the other side."""
+
+    transport: asyncio.Transport | None = None
+    peer: Optional["_Side"] = None
+
+    def __init__(self) -> None:
+        self.eof_in = False        # this side sent us EOF
+        self.eof_out = False       # we passed an EOF to this side
+        self.closed = False
+        self.paused_peer = False   # we paused the peer's reading because our buffer is full
+        self.eof_pending = False   # an EOF to pass to this side once its buffer drains
+        self.early: list[bytes] = []
+
+    # data from this side goes to the peer
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.closed:
+            peer.transport.write(data)
+        elif peer is None:
+            # bytes that arrived before the upstream connection was up
+            self.early.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof_in = True
+        peer = self.peer
+        if peer is None:
+            return True  # passed on once the upstream is connected
+        if peer.closed:
+            return False
+        if peer.eof_in:
+            # both directions finished: close both (no write_eof needed)
+            peer.close_soon()
+            return False
+        peer.pass_eof()
+        return True  # keep our transport open for the other direction
+
+    def pass_eof(self) -> None:
+        """Shut our write side once our buffer is empty (see the module docstring)."""
+        t = self.transport
+        if self.eof_out or self.closed or t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size():
+            # resume_writing fires only after a pause: poll until the buffer drains
+            self.eof_pending = True
+            asyncio.get_running_loop().call_later(0.005, self._retry_eof)
+            return
+        self.eof_out = True
+        try:
+            t.write_eof()
+        except (OSError, RuntimeError):
+            self.close_soon()
+
+    def _retry_eof(self) -> None:
+        if self.eof_pending:
+            self.eof_pending = False
+            self.pass_eof()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
+            self.paused_peer = True
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.paused_peer and self.peer is not None and self.peer.transport is not None \
+                and not self.peer.closed:
+            self.paused_peer = False
+            self.peer.transport.resume_reading()
+        if self.eof_pending and not self.transport.get_write_buffer_size():
+            self.eof_pending = False
+            self.pass_eof()
+
+    def close_soon(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()  # flushes what is buffered, then closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        peer = self.peer
+        if peer is not None and not peer.closed and peer.transport is not None:
+            if exc is None and not self.eof_in:
+                # closed cleanly without EOF first: treat as EOF + close
+                peer.close_soon()
+            elif exc is not None:
+                peer.closed = True
+                peer.transport.abort()  # reset propagates as reset
+            else:
+                peer.close_soon()
+
+
+class _Upstream(_Side):
+    def __init__(self, client: "TcpRelay") -> None:
+        super().__init__()
+        self.peer = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+
+class TcpRelay(_Side):
+    """Server protocol for one client connection of one service port."""
+
+    def __init__(self, balancer: Balancer, connect_timeout: float = 3.0):
+        super().__init__()
+        self.balancer = balancer
+        self.connect_timeout = connect_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.pause_reading()  # type: ignore[attr-defined]
+        peername = transport.get_extra_info("peername")
+        asyncio.get_running_loop().create_task(self._connect(peername[0] if peername else ""))
+
+    async def _connect(self, client_ip: str) -> None:
+        loop = asyncio.get_running_loop()
+        tried: set[Addr] = set()
+        while not self.closed:
+            ep = self.balancer.pick(client_ip, tried)
+            if ep is None:
+                break
+            tried.add(ep)
+            try:
+                _, up = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Upstream(self), ep[0], ep[1]), self.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as err:
+                log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], err)
+                continue
+            if self.closed:
+                up.transport.close()
+                return
+            self.peer = up
+            for data in self.early:
+                up.transport.write(data)
+            self.early.clear()
+            if self.eof_in:
+                up.pass_eof()
+            sock = up.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except (OSError, AttributeError):
+                    pass
+            self.transport.resume_reading()
+            return
+        # no endpoint answered: reset the client, as a refused connection would
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+
+class UdpRelay(asyncio.DatagramProtocol):
+    """One service port's UDP listener: a connected upstream socket per client address."""
+
+    def __init__(self, balancer: Balancer, idle_timeout: float = 30.0):
+        self.balancer = balancer
+        self.idle_timeout = idle_timeout
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sessions: dict[Addr, "_UdpSession"] = {}
+        self._reaper: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._schedule_reap()
+
+    def _schedule_reap(self) -> None:
+        self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for addr, s in list(self.sessions.items()):
+            if now - s.last > self.idle_timeout:
+                s.close()
+                self.sessions.pop(addr, None)
+        self._schedule_reap()
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        s = self.sessions.get(addr)
+        if s is not None and s.endpoint not in self.balancer.endpoints:
+            s.close()  # its endpoint went away: pick again (stale UDP flows must not black-hole)
+            s = None
+        if s is None:
+            ep = self.balancer.pick(addr[0])
+            if ep is None:
+                return
+            s = _UdpSession(self, addr, ep)
+            self.sessions[addr] = s
+            asyncio.get_running_loop().create_task(s.open())
+        s.send(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for s in self.sessions.values():
+            s.close()
+        self.sessions.clear()
+
+
+class _UdpSession(asyncio.DatagramProtocol):
+    def __init__(self, relay: UdpRelay, client: Addr, endpoint: Addr):
+        self.relay, self.client, self.endpoint = relay, client, endpoint
+        self.transport: asyncio.DatagramTransport | None = None
+        self.queue: list[bytes] = []
+        self.last = time.monotonic()
+        self.closed = False
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_datagram_endpoint(lambda: self, remote_addr=self.endpoint)
+        except OSError:
+            self.closed = True
+            self.relay.sessions.pop(self.client, None)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.closed:
+            transport.close()
+            return
+        for d in self.queue:
+            self.transport.sendto(d)
+        self.queue.clear()
+
+    def send(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        if self.transport is None:
+            self.queue.append(data)
+        else:
+            self.transport.sendto(data)
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        self.last = time.monotonic()
+        if self.relay.transport is not None:
+            self.relay.transport.sendto(data, self.client)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable from a dead endpoint: the client retries
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,172 @@
+"""Service traffic through both data planes, in throw-away namespaces (root).
+
+A node namespace with three pods behind a bridge and a client namespace beside
+it (lab.py); the proxy runs inside the node namespace. What is asserted is what
+users see: curl answers (pod names, the source address a pod sees), refusals,
+timings, and iptables-save.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Proxy:
+    """The proxy process in the node namespace (driver.py until the API server lands)."""
+
+    def __init__(self, lab: ProxyLab, mode: str, state: Path):
+        self.lab, self.mode, self.state = lab, mode, state
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = self.lab.topo.popen(self.lab.node, [sys.executable, "-m", "tests.integration.proxy.driver",
+                                                        self.mode, str(self.state)], cwd=ROOT,
+                                        stderr=open(str(self.state) + ".log", "ab"))
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module", params=["iptables", "userspace"])
+def env(request, tmp_path_factory):
+    lab = ProxyLab().start()
+    state = tmp_path_factory.mktemp("proxy") / "state.json"
+    feed = FileFeed(state)
+    proxy = Proxy(lab, request.param, state)
+    state.write_text('{"generation": 0, "services": [], "slices": []}')
+    proxy.start()
+    p0, p1, p2 = lab.pods
+    feed.apply(
+        service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
+        endpoint_slice("web", [p0, p1, p2]),
+        service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
+        endpoint_slice("lb", [p0, p1, p2]),
+        service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
+        endpoint_slice("sticky", [p0, p1, p2]),
+        service("empty", "10.96.10.13", type="NodePort", node_port=30083),
+        service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
+        endpoint_slice("dns", [p0], protocol="UDP"),
+    )
+    yield lab, feed, proxy
+    lab.close()
+
+
+ALL = {"pod0", "pod1", "pod2"}
+
+
+def test_clusterip_from_node_spreads_over_all_endpoints(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.node, "http://10.96.10.10/hostname.html", 40)) == ALL
+
+
+def test_clusterip_from_a_pod_including_itself(env):
+    lab, _, _ = env
+    pod0 = lab.pods[0].ns
+    assert set(lab.names(pod0, "http://10.96.10.10/hostname.html", 40)) == ALL
+
+
+def test_nodeport_from_client(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/hostname.html", 40)) == ALL
+
+
+def test_external_ip_and_loadbalancer_ip_from_client(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.client, "http://203.0.113.10/hostname.html", 40)) == ALL
+    assert set(lab.names(lab.client, "http://198.51.100.7/hostname.html", 40)) == ALL
+
+
+def test_client_ip_affinity_pins(env):
+    lab, _, _ = env
+    got = lab.names(lab.client, f"http://{NODE_IP}:30082/", 15)
+    assert len(got) == 15 and len(set(got)) == 1
+    got = lab.names(lab.node, "http://10.96.10.12/", 15)
+    assert len(got) == 15 and len(set(got)) == 1
+
+
+def test_no_endpoints_is_refused_at_once(env):
+    lab, _, _ = env
+    for ns, url in ((lab.node, "http://10.96.10.13/"), (lab.client, f"http://{NODE_IP}:30083/")):
+        t0 = time.monotonic()
+        r = lab.curl(ns, url)
+        took = time.monotonic() - t0
+        assert r.returncode == 7, (url, r.returncode, r.stderr)  # 7 = failed to connect (refused)
+        assert took < 1.0
+
+
+def test_udp_service(env):
+    lab, _, _ = env
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); "
+            "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
+    r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
+    assert r.stdout.strip() == "pod0", r.stderr
+
+
+def test_endpoint_removal_takes_effect_within_2s(env):
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    t0 = time.monotonic()
+    took = feed.apply(endpoint_slice("web", [p0, p1])) or 0
+    ok = wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 12), timeout=2)
+    assert ok and time.monotonic() - t0 < 2.0
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == {"pod0", "pod1"}
+    feed.apply(endpoint_slice("web", [p0, p1, p2]))
+    assert set(lab.names(lab.node, "http://10.96.10.10/", 40)) == ALL
+
+
+def test_external_traffic_policy_local(env):
+    lab, feed, proxy = env
+    p0, p1, p2 = lab.pods
+    p2.node = "node2"  # pod2's endpoint now says it runs on another node
+    try:
+        feed.apply(service("local", "10.96.10.15", type="NodePort", node_port=30085, etp="Local"),
+                   endpoint_slice("local", [p0, p1, p2]))
+        got = set(lab.names(lab.client, f"http://{NODE_IP}:30085/", 30))
+        assert got == {"pod0", "pod1"}
+        if proxy.mode == "iptables":
+            # the pod sees the client's own address (no masquerade under policy Local)
+            assert lab.curl(lab.client, f"http://{NODE_IP}:30085/ip").stdout.strip() == CLIENT_IP
+            # and under policy Cluster it sees the node's
+            assert lab.curl(lab.client, f"http://{NODE_IP}:30080/ip").stdout.strip() != CLIENT_IP
+    finally:
+        p2.node = "node1"
+
+
+def _kube_rules(lab: ProxyLab) -> str:
+    out = lab.topo.run(lab.node, "iptables-save").stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+
+
+def test_kill9_keeps_traffic_and_restart_keeps_rules(env):
+    lab, feed, proxy = env
+    before = _kube_rules(lab)
+    size = 64 * 65536  # 64 chunks, one per 50 ms: ~3 s
+    dl = subprocess.Popen(["ip", "netns", "exec", lab.client, "curl", "-s", "-o", "/dev/null", "-w",
+                           "%{size_download}", "--max-time", "20", f"http://{NODE_IP}:30080/slow/{size}"],
+                          stdout=subprocess.PIPE, text=True)
+    time.sleep(0.7)
+    proxy.kill9()
+    if proxy.mode == "iptables":
+        out, _ = dl.communicate(timeout=20)
+        assert dl.returncode == 0 and int(out) == size  # the kernel carried it without the proxy
+        assert _kube_rules(lab) == before
+    else:
+        dl.communicate(timeout=20)  # relayed by the dead process: it cannot complete
+    proxy.start()
+    feed.flush()
+    assert _kube_rules(lab) == before or proxy.mode == "userspace"
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 40)) == ALL
