@@ -235,6 +235,24 @@ RULES = [
      'The Service "r-range" is invalid: spec.clusterIPs: Invalid value: []string{"192.168.0.10"}: failed to '
      "allocate IP 192.168.0.10: the provided IP (192.168.0.10) is not in the valid range. The range of valid IPs "
      "is 10.96.0.0/12"),
+    (make("r-extname", type="ExternalName", externalName="db_1.example.com"),
+     'The Service "r-extname" is invalid: spec.externalName: Invalid value: "db_1.example.com": a lowercase RFC '
+     "1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with "
+     "an alphanumeric character (e.g. 'example.com', regex used for validation is "
+     "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
+    (make("r-hl-port", clusterIP="None", ports=[{"port": 80, "nodePort": 30600}]),
+     "The Service \"r-hl-port\" is invalid: spec.ports[0].nodePort: Forbidden: may not be used when `type` is "
+     "'ClusterIP'"),
+    (make("r-proto", ports=[{"port": 80, "protocol": "ICMP"}]),
+     'The Service "r-proto" is invalid: spec.ports[0].protocol: Unsupported value: "ICMP": supported values: '
+     '"SCTP", "TCP", "UDP"'),
+    (make("r-timeout", ports=[{"port": 80}], sessionAffinity="ClientIP",
+          sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90000}}),
+     'The Service "r-timeout" is invalid: spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: '
+     "90000: must be greater than 0 and less than 86400"),
+    (make("r-etp", ports=[{"port": 80}], externalTrafficPolicy="Local"),
+     'The Service "r-etp" is invalid: spec.externalTrafficPolicy: Invalid value: "Local": may only be set for '
+     "externally-accessible services"),
     (make("r-nprange", type="NodePort", ports=[{"port": 80, "nodePort": 8080}]),
      'The Service "r-nprange" is invalid: spec.ports[0].nodePort: Invalid value: 8080: provided port is not in '
      "the valid range. The range of valid ports is 30000-32767"),
@@ -259,6 +277,22 @@ def test_taken_ip_and_port_refused(apiserver, tmp_path):
     apiserver.kubectl("delete", "svc", "taken-a")
     assert apply(apiserver, tmp_path, "b.json", json.dumps(make("taken-b", clusterIP="10.98.0.5",
                                                                 ports=[{"port": 80}]))).returncode == 0
+
+
+def test_health_check_node_port_and_shared_tcp_udp_node_port(apiserver):
+    code, body = post(apiserver, make("local-lb", type="LoadBalancer", externalTrafficPolicy="Local",
+                                      ports=[{"name": "dns", "port": 53, "protocol": "UDP"},
+                                             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]))
+    assert code == 201, body
+    spec = body["spec"]
+    a, b = (p["nodePort"] for p in spec["ports"])
+    assert a == b, "TCP and UDP of one service port share a node port"
+    assert 30000 <= spec["healthCheckNodePort"] <= 32767 and spec["healthCheckNodePort"] != a
+    code, body = post(apiserver, make("local-lb2", type="LoadBalancer", externalTrafficPolicy="Local",
+                                      healthCheckNodePort=spec["healthCheckNodePort"], ports=[{"port": 80}]))
+    assert code == 500 and body["message"] == (
+        f"Internal error occurred: failed to allocate requested HealthCheck NodePort {spec['healthCheckNodePort']}: "
+        "provided port is already allocated")
 
 
 def test_cluster_ip_immutable(apiserver, tmp_path):
