@@ -168,6 +168,42 @@ def _prune(merged: dict, last: set, now_applied: set, others: set, shape: mf.Sha
 
 
 # ---------------------------------------------------------------------------
+# typed conversion of the applied configuration
+
+
+def _undeclared(v: Any, shape: mf.Shape, path: mf.Path, out: list[str]) -> None:
+    if shape.kind == "struct" and isinstance(v, dict):
+        props = (shape.node or {}).get("properties") or {}
+        for k, x in v.items():
+            p = path + ("f:" + k,)
+            if k not in props:
+                out.append(f"{mf.path_string(p)}: field not declared in schema")
+                continue
+            _undeclared(x, mf.shape_of(props[k], x), p, out)
+    elif shape.kind == "map" and isinstance(v, dict) and shape.node is not None:
+        for k, x in v.items():
+            _undeclared(x, mf.shape_of(mf.child_node(shape, k), x), path + ("f:" + k,), out)
+    elif shape.kind == "list-map" and isinstance(v, list):
+        inode = mf.item_node(shape)
+        for item in v:
+            e = mf.item_element(shape, item)
+            if e is not None:
+                _undeclared(item, mf.shape_of(inode, item), path + (e,), out)
+
+
+def _typed_patch_check(applied: dict, rt: ResourceType, shape: mf.Shape, namespace: str) -> None:
+    errs: list[str] = []
+    _undeclared(applied, shape, (), errs)
+    if not errs:
+        return
+    detail = errs[0] if len(errs) == 1 else "errors:\n" + "\n".join("  " + e for e in errs)
+    name = (applied.get("metadata") or {}).get("name") or ""
+    gvk = f"{rt.group}/{rt.version}, Kind={rt.kind}"
+    # kube-apiserver answers this with a 500 Status whose reason is empty
+    raise StatusError(500, "", f"failed to create typed patch object ({namespace}/{name}; {gvk}): {detail}")
+
+
+# ---------------------------------------------------------------------------
 # conflicts
 
 
@@ -215,6 +251,9 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
                           f"expected: {rt.api_version}")
     shape = mf.root_shape(rt)
     sub = subresource if subresource in ("status", "scale") else ""
+    namespace = (ameta or {}).get("namespace") or ((live or {}).get("metadata") or {}).get("namespace") or ""
+    if sub != "scale":
+        _typed_patch_check(applied, rt, shape, namespace)
     base = copy.deepcopy(live) if live is not None else {}
     entries = mf.decode_entries((base.get("metadata") or {}).get("managedFields")) or []
     if live is not None and not entries:

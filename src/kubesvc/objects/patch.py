@@ -914,10 +914,18 @@ def json_patch(doc: Any, ops: list) -> Any:
 # The entry point the API server calls
 
 
+class PatchNotApplicable(StatusError):
+    """422 for a patch that does not apply; .cause keeps the library's text for logs and tests."""
+
+    def __init__(self, cause: str):
+        # NewGenericServerResponse(422, ..., isUnexpectedResponse=false): the client sees only
+        # the generic message ("The request is invalid: the server rejected our request ...").
+        super().__init__(422, "Invalid", "the server rejected our request due to an error in our request", {})
+        self.cause = cause
+
+
 def _unprocessable(message: str) -> StatusError:
-    """NewGenericServerResponse(422, ...): what kube-apiserver answers for a patch that does not apply."""
-    return StatusError(422, "Invalid", "the server rejected our request due to an error in our request",
-                       {"causes": [{"reason": "UnexpectedServerResponse", "message": message}]})
+    return PatchNotApplicable(message)
 
 
 def _patched_not_object(result: Any) -> StatusError:

@@ -233,3 +233,29 @@ def prune_unknown(obj: dict, rt: ResourceType) -> dict:
 
 def kinds_with_schema(rts: Iterator[ResourceType] | tuple[ResourceType, ...]) -> list[ResourceType]:
     return [rt for rt in rts if kind_schema(rt) is not None]
+
+
+def strict_decoding_message(unknown: list[str]) -> str:
+    """runtime.NewStrictDecodingError's text: strict decoding error: unknown field "a", unknown field "b"."""
+    return "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+
+
+def strict_create_error(rt: ResourceType, unknown: list[str]):
+    """What kube-apiserver answers a create/update body with unknown fields under fieldValidation=Strict.
+
+    400 BadRequest: `ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: ...`
+    """
+    from kubesvc.objects.errors import bad_request
+    return bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                       + strict_decoding_message(unknown))
+
+
+def strict_patch_error(patch_text: str, unknown: list[str]):
+    """What kube-apiserver answers a (non-apply) PATCH that leaves unknown fields under Strict.
+
+    422 Invalid from errors.NewInvalid(GroupKind{}, "", patch: Invalid value: "<patch>": strict decoding error: ...);
+    patch_text is the patch as Go's %+v prints the decoded map (SMP) or the patched JSON (merge/JSON patch).
+    """
+    from kubesvc.objects.errors import FieldError, invalid_object
+    err = FieldError("Invalid", "patch", patch_text, strict_decoding_message(unknown))
+    return invalid_object("", "", [err])

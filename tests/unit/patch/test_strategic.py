@@ -140,4 +140,4 @@ def test_lists_of_lists_are_422():
     with pytest.raises(StatusError) as e:
         apply_patch(STRATEGIC, svc(), b'{"spec":{"ports":[[1]]}}', SVC)
     assert (e.value.code, e.value.reason) == (422, "Invalid")
-    assert e.value.details["causes"][0]["message"] == "lists of lists are not supported"
+    assert e.value.cause == "lists of lists are not supported"
