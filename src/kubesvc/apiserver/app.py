@@ -41,12 +41,13 @@ class Config:
     service_cluster_ip_range: str = "10.96.0.0/12"
     service_node_port_range: str = "30000-32767"
     advertise_address: str = ""
+    watch_history: int = 20000
 
 
 def make_store(cfg: Config) -> Store:
     if cfg.store == "sqlite":
         from kubesvc.store.sqlite import SQLiteStore
-        return SQLiteStore(os.path.join(cfg.data_dir, "state.db"))
+        return SQLiteStore(os.path.join(cfg.data_dir, "state.db"), history=cfg.watch_history)
     if cfg.store == "etcd":
         try:
             from kubesvc.store.etcd import EtcdStore  # type: ignore[import-not-found]
@@ -62,7 +63,7 @@ class APIServer:
     def __init__(self, cfg: Config, store: Store | None = None):
         self.cfg = cfg
         self.store = store or make_store(cfg)
-        self.cache = WatchCache(self.store)
+        self.cache = WatchCache(self.store, window=cfg.watch_history)
         self.registry = Registry(self.store, self.cache)
         self.handlers = Handlers(self.registry, self.cache)
         self.gc = GarbageCollector(self.registry, self.cache)

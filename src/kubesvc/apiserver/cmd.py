@@ -16,9 +16,11 @@ import click
 @click.option("--service-node-port-range", default="30000-32767", show_default=True)
 @click.option("--advertise-address", default="", help="Address of the API in the kubernetes Endpoints "
               "(default: the listen host).")
+@click.option("--watch-history", default=20000, show_default=True, type=int,
+              help="Changes kept for watches resuming from an older resourceVersion (older: 410 Expired).")
 @click.option("-v", "--verbose", count=True)
 def command(data_dir: str, listen: str, store: str, etcd_endpoints: str, service_cluster_ip_range: str,
-            service_node_port_range: str, advertise_address: str, verbose: int) -> None:
+            service_node_port_range: str, advertise_address: str, watch_history: int, verbose: int) -> None:
     """Serve the Kubernetes API (core/v1, apps/v1, discovery.k8s.io/v1, coordination.k8s.io/v1)."""
     import os
 
@@ -31,4 +33,5 @@ def command(data_dir: str, listen: str, store: str, etcd_endpoints: str, service
     os.makedirs(data_dir, exist_ok=True)
     run(Config(data_dir=data_dir, host=host, port=int(port), store=store, etcd_endpoints=etcd_endpoints,
                service_cluster_ip_range=service_cluster_ip_range,
-               service_node_port_range=service_node_port_range, advertise_address=advertise_address))
+               service_node_port_range=service_node_port_range, advertise_address=advertise_address,
+               watch_history=watch_history))

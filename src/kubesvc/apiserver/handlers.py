@@ -403,6 +403,10 @@ class Handlers:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if bookmarks and w.queue.empty():
+                        # As kube-apiserver does: a last bookmark before the watch times out,
+                        # so the client resumes from here without a relist.
+                        await resp.write(bookmark())
                     break
                 try:
                     item = await asyncio.wait_for(w.queue.get(), min(left, BOOKMARK_INTERVAL))
