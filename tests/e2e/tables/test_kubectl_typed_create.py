@@ -120,3 +120,36 @@ def test_malformed_protobuf_is_a_bad_request(apiserver, body, detail):
     assert status["message"].startswith("the object provided is unrecognized (must be of type ")
     assert detail in status["message"]
     assert apiserver.kubectl("get", "configmaps", "-o", "name").stdout == before
+
+
+def _send(apiserver, method: str, path: str, obj: dict) -> tuple[int, dict]:
+    from kubesvc.apiserver import protobuf
+    req = urllib.request.Request(apiserver.url + path, data=protobuf.encode(obj), method=method,
+                                 headers={"Content-Type": "application/vnd.kubernetes.protobuf",
+                                          "Accept": "application/vnd.kubernetes.protobuf, application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_client_go_scale_and_delete_options_as_protobuf(apiserver):
+    # what a typed client-go client sends: an autoscaling/v1 Scale to /scale, DeleteOptions on delete
+    apiserver.kubectl("create", "deployment", "scaled", "--image=nginx", "--replicas=2")
+    code, scale = _send(apiserver, "PUT", "/apis/apps/v1/namespaces/default/deployments/scaled/scale",
+                        {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                         "metadata": {"name": "scaled", "namespace": "default"}, "spec": {"replicas": 0}})
+    assert code == 200, scale
+    assert get_json(apiserver, "deployment", "scaled")["spec"]["replicas"] == 0
+
+    apiserver.kubectl("create", "configmap", "guarded", "--from-literal=a=b")
+    code, status = _send(apiserver, "DELETE", "/api/v1/namespaces/default/configmaps/guarded",
+                         {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": "not-the-uid"}})
+    assert code == 409 and status["reason"] == "Conflict"
+    assert "Precondition failed: UID in precondition: not-the-uid" in status["message"]
+    code, _ = _send(apiserver, "DELETE", "/api/v1/namespaces/default/configmaps/guarded",
+                    {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                     "propagationPolicy": "Background"})
+    assert code == 200
+    assert apiserver.kubectl("get", "configmap", "guarded", check=False).returncode != 0

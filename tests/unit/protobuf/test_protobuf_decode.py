@@ -161,6 +161,8 @@ OTHERS = [
               "renewTime": "2026-11-26T10:00:00.500000Z", "leaseTransitions": 0}},
     {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web", "namespace": "default"},
      "spec": {"replicas": 5}, "status": {"replicas": 0, "selector": "app=web"}},
+    {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "idle", "namespace": "default"},
+     "spec": {"replicas": 0}},
     {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "propagationPolicy": "Foreground",
      "preconditions": {"uid": "1234"}, "dryRun": ["All"]},
     {"kind": "Binding", "apiVersion": "v1", "metadata": {"name": "web-1", "namespace": "default"},

@@ -327,7 +327,8 @@ COORDINATION = {
 
 AUTOSCALING = {
     "Scale": "metadata=1:meta.ObjectMeta spec=2:ScaleSpec status=3:ScaleStatus",
-    "ScaleSpec": "replicas=1:i32",
+    # omitempty in Go, so JSON leaves out a scale to 0; kept here since 0 is the point of such a request
+    "ScaleSpec": "replicas=1:i32!",
     "ScaleStatus": "replicas=1:i32! selector=2",
 }
 
