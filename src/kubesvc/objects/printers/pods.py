@@ -108,7 +108,7 @@ def pod_row(pod: dict, now: float) -> tuple[Cells, list[dict] | None]:
         reason = "Terminating"
 
     restarts_cell = str(restarts)
-    if last_restart is not None:
+    if restarts and last_restart is not None:
         restarts_cell = f"{restarts} ({human_duration(now - last_restart)} ago)"
 
     pod_ip = ((status.get("podIPs") or [{}])[0].get("ip") or status.get("podIP") or "<none>")
