@@ -60,7 +60,23 @@ class Shape:
     keys: tuple[str, ...] = ()
 
 
+_SHAPES: dict[int, Shape] = {}
+
+
 def shape_of(field_node: dict | None, value: Any = None) -> Shape:
+    """The shape of a field's schema node (cached: schema nodes live as long as the process)."""
+    if field_node is not None:
+        cached = _SHAPES.get(id(field_node))
+        if cached is not None:
+            return cached
+        shape = _shape_of(field_node, value)
+        if shape.node is not None:
+            _SHAPES[id(field_node)] = shape
+        return shape
+    return _shape_of(None, value)
+
+
+def _shape_of(field_node: dict | None, value: Any = None) -> Shape:
     node = sch.resolve(field_node)
     if node is None:
         # Unknown: follow the value (maps granular, lists atomic), like unstructured.

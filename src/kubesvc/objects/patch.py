@@ -1001,11 +1001,37 @@ def apply_patch(patch_type: str, original: dict, body: bytes, rt: ResourceType) 
                       f'{", ".join(PATCH_TYPES)}')
 
 
+def strict_patch_error(patch_type: str, body: bytes, patched: dict, unknown: list[str]) -> StatusError:
+    """The 422 kube-apiserver answers a non-apply PATCH whose result has unknown fields under Strict.
+
+    kubectl prints it as: The request is invalid: patch: Invalid value: "map[spec:map[foo:1]]":
+    strict decoding error: unknown field "spec.foo". The value is the decoded patch for a
+    strategic merge patch (Go's %+v) and the patched object's JSON for the other two types.
+    """
+    patch_type = patch_type.split(";", 1)[0].strip().lower()
+    if patch_type == STRATEGIC:
+        try:
+            text = go_format(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            text = body.decode("utf-8", "replace")
+    else:
+        text = orjson.dumps(_sorted(patched)).decode()
+    return sch.strict_patch_error(text, unknown)
+
+
+def _sorted(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _sorted(v[k]) for k in sorted(v)}
+    if isinstance(v, list):
+        return [_sorted(x) for x in v]
+    return v
+
+
 # The rest of the contract the API server calls lives in sibling modules; one import point.
 from kubesvc.objects.apply import parse_apply_body, server_side_apply  # noqa: E402
 from kubesvc.objects.managedfields import update_managed_fields  # noqa: E402
 from kubesvc.objects.schema import prune_unknown, unknown_fields  # noqa: E402
 
-__all__ = ["apply_patch", "server_side_apply", "update_managed_fields", "unknown_fields", "prune_unknown",
+__all__ = ["apply_patch", "strict_patch_error", "server_side_apply", "update_managed_fields", "unknown_fields", "prune_unknown",
            "parse_apply_body", "strategic_merge", "merge_patch", "json_patch", "STRATEGIC", "MERGE",
            "JSON_PATCH", "APPLY_YAML"]

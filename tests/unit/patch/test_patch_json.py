@@ -96,3 +96,12 @@ def test_json_patch_failure_changes_nothing():
     before = json.dumps(OBJ, sort_keys=True)
     jp_error([{"op": "add", "path": "/data/z", "value": "1"}, {"op": "test", "path": "/data/k", "value": "no"}])
     assert json.dumps(OBJ, sort_keys=True) == before
+
+
+def test_strict_patch_error_wording():
+    from kubesvc.objects.patch import STRATEGIC, strict_patch_error
+    e = strict_patch_error(STRATEGIC, b'{"spec":{"foo":1}}', {}, ["spec.foo"])
+    assert (e.code, e.reason) == (422, "Invalid")
+    assert e.message == ' "" is invalid: patch: Invalid value: "map[spec:map[foo:1]]": ' \
+                        'strict decoding error: unknown field "spec.foo"'
+    assert e.details["causes"][0]["field"] == "patch"
