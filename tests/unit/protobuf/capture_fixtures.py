@@ -40,6 +40,9 @@ COMMANDS: dict[str, list[str]] = {
     "configmap": ["create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=level=3"],
     "configmap_binary": ["create", "configmap", "blob", "--from-file=blob.bin=@BLOB@"],
     "secret": ["create", "secret", "generic", "creds", "--from-literal=user=admin"],
+    # --save-config writes the last-applied annotation: metadata.annotations on the wire
+    "namespace_saved": ["create", "namespace", "team-b", "--save-config"],
+    "deployment_saved": ["create", "deployment", "saved", "--image=nginx", "--save-config"],
 }
 # commands whose body is not a plain create (no dry-run JSON to compare with)
 EXTRA: dict[str, list[str]] = {
