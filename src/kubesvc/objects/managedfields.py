@@ -445,7 +445,7 @@ def scope(obj: Any, rt: ResourceType | None, subresource: str) -> Any:
     has_status = rt is not None and "status" in rt.subresources
     if subresource == "status":
         return {"status": obj["status"]} if "status" in obj else {}
-    if has_status and subresource == "":
+    if has_status and subresource in ("", "scale"):
         return {k: v for k, v in obj.items() if k != "status"}
     return obj
 

@@ -102,3 +102,17 @@ def test_fieldsv1_round_trip_and_paths():
     assert path_string(("f:spec", "f:ports", 'k:{"port":80,"protocol":"TCP"}', "f:port")) == \
         '.spec.ports[port=80,protocol="TCP"].port'
     assert path_string(("f:metadata", "f:finalizers", 'v:"x"')) == '.metadata.finalizers[="x"]'
+
+
+def test_scale_subresource_owns_replicas_and_takes_them_from_the_creator():
+    old = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
+           "spec": {"replicas": 1}, "status": {"replicas": 1}}
+    update_managed_fields(None, old, "kubectl-create")
+    new = copy.deepcopy(old)
+    new["spec"]["replicas"] = 4
+    new["status"]["replicas"] = 2
+    update_managed_fields(old, new, "kubectl-scale", subresource="scale")
+    entries = {e["manager"]: e for e in new["metadata"]["managedFields"]}
+    assert entries["kubectl-scale"]["subresource"] == "scale"
+    assert entries["kubectl-scale"]["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    assert "f:spec" not in entries["kubectl-create"]["fieldsV1"]
