@@ -17,17 +17,23 @@ RowFunc = Callable[[dict, float], "tuple[Cells, list[dict] | None]"]
 
 @dataclass(frozen=True)
 class Column:
-    """One meta.k8s.io/v1 TableColumnDefinition."""
+    """One meta.k8s.io/v1 TableColumnDefinition.
+
+    description is the text itself, or (OpenAPI definition, field) to take the
+    field's description from the schema when first asked (loading the schema is
+    not free, and importing the printers should be).
+    """
 
     name: str
     type: str
-    description: str
+    description: str | tuple[str, str]
     format: str = ""
     priority: int = 0
 
     def definition(self) -> dict:
+        text = self.description if isinstance(self.description, str) else _doc(*self.description)
         return {"name": self.name, "type": self.type, "format": self.format,
-                "description": self.description, "priority": self.priority}
+                "description": text, "priority": self.priority}
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,13 @@ def _definitions() -> dict:
         return {}
 
 
-def doc(definition: str, field: str) -> str:
-    """A field's description, as Go's SwaggerDoc() gives it (the OpenAPI text is the same)."""
+def doc(definition: str, field: str) -> tuple[str, str]:
+    """A field's description, as Go's SwaggerDoc() gives it (the OpenAPI text is the same), looked up lazily."""
+    return (definition, field)
+
+
+@functools.cache
+def _doc(definition: str, field: str) -> str:
     d = _definitions().get(definition, {})
     return (d.get("properties", {}).get(field) or {}).get("description", "")
 
