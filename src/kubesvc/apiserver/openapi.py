@@ -13,9 +13,9 @@ instead of validating client-side, (b) compute client-side apply patches from th
 schemas come from :mod:`kubesvc.objects.schema` (a maintained package); the paths
 are built from :mod:`kubesvc.objects.registry`, so only served kinds appear.
 
-kubectl asks for /openapi/v2 in protobuf only; kubesvc answers that with 406 (as a
-server without the protobuf encoding would), and kubectl falls back to v3 or its
-built-in types, which is what it uses first anyway.
+kubectl asks for /openapi/v2 in protobuf only (gnostic's encoding, written by
+:mod:`kubesvc.apiserver.openapi_proto`); kubectl 1.32 reads it only as a fallback
+when v3 fails and for ``kubectl explain --output=plaintext-openapiv2``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from kubesvc.objects.registry import RESOURCES, ResourceType
 V3_PREFIX = "#/components/schemas/"
 V2_PREFIX = "#/definitions/"
 
-PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"  # what clients ask for
+# what kube-openapi answers with ("@" is not valid in a media type, Go's mime parser refuses it)
+PROTOBUF_V2_RETURNED = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 PROTOBUF_V3 = "application/com.github.proto-openapi.spec.v3@v1.0+protobuf"
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
@@ -494,9 +496,25 @@ def _json_response(request: web.Request, data: bytes, digest: str, immutable: bo
     return web.Response(body=data, content_type="application/json", headers=headers)
 
 
+@functools.cache
+def v2_protobuf() -> tuple[bytes, str]:
+    from kubesvc.apiserver.openapi_proto import document
+    data = document(orjson.loads(v2_document()[0]))
+    return data, _hash(data)
+
+
 async def _v2(request: web.Request) -> web.StreamResponse:
+    accept = request.headers.get("Accept", "").lower()
+    if PROTOBUF_V2.lower() in accept or PROTOBUF_V2_RETURNED in accept:
+        data, digest = v2_protobuf()
+        etag = f'"{digest}"'
+        headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache, private",
+                   "Content-Type": PROTOBUF_V2_RETURNED}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, headers=headers)
     if not _accepts_json(request):
-        return _not_acceptable("application/json")
+        return _not_acceptable(f"application/json, {PROTOBUF_V2}")
     data, digest = v2_document()
     return _json_response(request, data, digest, immutable=False)
 
@@ -540,6 +558,7 @@ def warm() -> None:
     v3_documents()
     v3_index()
     v2_document()
+    v2_protobuf()
 
 
 def schema_copy(name: str) -> dict:

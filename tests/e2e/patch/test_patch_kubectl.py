@@ -141,3 +141,9 @@ def test_kubectl_explain_reads_the_openapi_v3_schema(apiserver):
         assert f"  {field}\t<" in out, field
     out = apiserver.kubectl("explain", "deployment.spec.strategy").stdout
     assert "rollingUpdate" in out
+
+
+def test_kubectl_explain_openapi_v2_protobuf(apiserver):
+    out = apiserver.kubectl("explain", "svc.spec.ports", "--output=plaintext-openapiv2").stdout
+    assert "RESOURCE: ports <[]Object>" in out
+    assert "port\t<integer> -required-" in out

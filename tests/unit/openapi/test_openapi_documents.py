@@ -84,7 +84,7 @@ async def test_v3_hash_caching_and_redirect(client):
     assert (await client.get("/openapi/v3/apis/nope/v1")).status == 404
 
 
-async def test_v2_json_and_protobuf_refused(client):
+async def test_v2_json_and_gnostic_protobuf(client):
     r = await client.get("/openapi/v2", headers={"Accept": "application/json"})
     assert r.status == 200
     doc = orjson.loads(await r.read())
@@ -92,4 +92,11 @@ async def test_v2_json_and_protobuf_refused(client):
     assert "/api/v1/namespaces/{namespace}/services/{name}" in doc["paths"]
     assert "io.k8s.api.core.v1.Service" in doc["definitions"]
     r = await client.get("/openapi/v2", headers={"Accept": openapi.PROTOBUF_V2})
+    assert r.status == 200
+    # kube-openapi answers with a media type Go's mime parser accepts (no "@")
+    assert r.headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    body = await r.read()
+    assert body.startswith(b"\n\x032.0"), "Document.swagger (field 1) comes first"
+    assert b"io.k8s.api.core.v1.ServiceSpec" in body and b"x-kubernetes-patch-merge-key" in body
+    r = await client.get("/openapi/v2", headers={"Accept": "application/xml"})
     assert r.status == 406
