@@ -385,7 +385,7 @@ def decode(body: bytes, expected_kind: str | None = None) -> dict:
         obj = to_dict(f"{pkg}.{name}", msg)
     except message.DecodeError as e:
         raise _cannot_handle(kind, api_version, target, _proto_error(e))
-    except (UnicodeDecodeError, ValueError) as e:  # bad UTF-8, bad embedded JSON
+    except (ValueError, OverflowError, OSError) as e:  # bad UTF-8 or embedded JSON, a time out of range
         raise _cannot_handle(kind, api_version, target, f"proto: {e}")
     # TypeMeta goes first, as in the JSON the client would have sent
     return {"kind": kind, "apiVersion": api_version, **obj}

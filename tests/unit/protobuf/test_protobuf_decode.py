@@ -233,3 +233,38 @@ def test_is_protobuf_content_type():
     assert protobuf.is_protobuf("application/vnd.kubernetes.protobuf; charset=utf-8")
     assert not protobuf.is_protobuf("application/json")
     assert not protobuf.is_protobuf(None)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _wrap(kind_api: tuple[str, str], raw: bytes) -> bytes:
+    env = protobuf.message_class("runtime.Unknown")()
+    env.typeMeta.apiVersion, env.typeMeta.kind = kind_api
+    env.raw = raw
+    return b"k8s\x00" + env.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(sorted(protobuf.schema.KINDS)), raw=st.binary(max_size=200))
+def test_any_garbage_is_an_object_or_a_bad_request(kind, raw):
+    try:
+        obj = protobuf.decode(_wrap(kind, raw))
+    except StatusError as e:
+        assert e.code == 400
+    else:
+        assert obj["kind"] == kind[1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(seconds=st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1))
+def test_any_timestamp_decodes_or_is_refused(seconds):
+    meta = protobuf.message_class("meta.ObjectMeta")()
+    meta.name = "x"
+    meta.creationTimestamp.seconds = seconds
+    ns = protobuf.message_class("core.Namespace")()
+    ns.metadata.CopyFrom(meta)
+    try:
+        protobuf.decode(_wrap(("v1", "Namespace"), ns.SerializeToString()))
+    except StatusError as e:
+        assert e.code == 400
