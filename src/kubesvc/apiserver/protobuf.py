@@ -1,9 +1,10 @@
 """Kubernetes protobuf request bodies (``application/vnd.kubernetes.protobuf``) as JSON-shaped dicts.
 
 kubectl's typed commands (``create namespace``, ``create deployment``, ``create
-service``, ``expose``, ``scale``...) send their objects as protobuf: the 4-byte
-magic ``k8s\\x00`` and a ``runtime.Unknown`` envelope whose ``raw`` is the kind's
-``generated.proto`` message. :func:`decode` gives back exactly the dict the same
+service``, ``create configmap``; ``expose`` and ``scale`` send JSON) and every
+client-go typed client (Scale, DeleteOptions, Binding, status updates...) send
+their objects as protobuf: the 4-byte magic ``k8s\\x00`` and a ``runtime.Unknown``
+envelope whose ``raw`` is the kind's ``generated.proto`` message. :func:`decode` gives back exactly the dict the same
 object would have been as JSON, so the API server handles both the same way.
 
 Messages come from :mod:`kubesvc.apiserver.proto.schema` (our own definitions of
