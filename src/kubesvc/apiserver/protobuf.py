@@ -4,8 +4,9 @@ kubectl's typed commands (``create namespace``, ``create deployment``, ``create
 service``, ``create configmap``; ``expose`` and ``scale`` send JSON) and every
 client-go typed client (Scale, DeleteOptions, Binding, status updates...) send
 their objects as protobuf: the 4-byte magic ``k8s\\x00`` and a ``runtime.Unknown``
-envelope whose ``raw`` is the kind's ``generated.proto`` message. :func:`decode` gives back exactly the dict the same
-object would have been as JSON, so the API server handles both the same way.
+envelope whose ``raw`` is the kind's ``generated.proto`` message. :func:`decode`
+gives back exactly the dict the same object would have been as JSON, so the API
+server handles both the same way.
 
 Messages come from :mod:`kubesvc.apiserver.proto.schema` (our own definitions of
 the public field numbers), turned into descriptors here once at import time; the
