@@ -259,3 +259,139 @@ def strict_patch_error(patch_text: str, unknown: list[str]):
     from kubesvc.objects.errors import FieldError, invalid_object
     err = FieldError("Invalid", "patch", patch_text, strict_decoding_message(unknown))
     return invalid_object("", "", [err])
+
+
+# ---------------------------------------------------------------------------
+# type errors, as decoding into the Go types reports them
+
+
+def _go_name(defname: str) -> str:
+    parts = defname.split(".")
+    return f"{parts[-2]}.{parts[-1]}" if len(parts) >= 2 else defname
+
+
+def _scalar_go_type(node: dict) -> str:
+    t = node.get("type")
+    t = [x for x in t if x != "null"][0] if isinstance(t, list) and len(t) > 1 else (t[0] if isinstance(t, list) else t)
+    fmt = node.get("format")
+    if t == "integer":
+        return "int32" if fmt == "int32" else "int64"
+    if t == "number":
+        return "float64"
+    if t == "boolean":
+        return "bool"
+    if t == "string":
+        return "[]uint8" if fmt == "byte" else "string"
+    return "interface {}"
+
+
+def _go_type(field_node: dict | None) -> str:
+    if field_node is None:
+        return "interface {}"
+    name = ref_name(field_node)
+    if name is not None:
+        return _go_name(name)
+    node = field_node
+    if "items" in node and isinstance(node["items"], dict):
+        return "[]" + _go_type(node["items"])
+    ap = node.get("additionalProperties")
+    if isinstance(ap, dict):
+        return "map[string]" + _go_type(ap)
+    return _scalar_go_type(node)
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (int, float)):
+        return "number"
+    return "null"
+
+
+def _accepts(node: dict, v: Any) -> tuple[bool, str]:
+    """Whether a scalar schema node takes v; second item is Go's description of a refused number."""
+    if v is None:
+        return True, ""
+    if "oneOf" in node or "anyOf" in node:  # int-or-string, quantity
+        return isinstance(v, (str, int, float)) and not isinstance(v, bool), ""
+    t = node.get("type")
+    types = {t} if isinstance(t, str) else set(t or ())
+    types.discard("null")
+    if not types or "object" in types and "properties" not in node and "additionalProperties" not in node:
+        return True, ""
+    if "integer" in types:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False, ""
+        if isinstance(v, float) and not v.is_integer():
+            return False, f"number {v:g}"
+        return True, ""
+    if "number" in types:
+        return isinstance(v, (int, float)) and not isinstance(v, bool), ""
+    if "boolean" in types:
+        return isinstance(v, bool), ""
+    if "string" in types:
+        return isinstance(v, str), ""
+    return True, ""
+
+
+def _type_walk(v: Any, field_node: dict | None, struct: str, path: str) -> str | None:
+    node = resolve(field_node)
+    if node is None or v is None or node.get("x-kubernetes-preserve-unknown-fields"):
+        return None
+    props = node.get("properties")
+    ap = node.get("additionalProperties")
+    items = node.get("items")
+    if props is not None or isinstance(ap, dict):
+        if not isinstance(v, dict):
+            return (f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} "
+                    f"of type {_go_type(field_node)}")
+        my_struct = _go_name(ref_name(field_node) or "").split(".")[-1] if ref_name(field_node) else struct
+        for k, x in v.items():
+            if props is not None and k in props:
+                err = _type_walk(x, props[k], my_struct, f"{path}.{k}" if path else k)
+            elif isinstance(ap, dict):
+                err = _type_walk(x, ap, struct if props is None else my_struct, path)
+            else:
+                err = None
+            if err:
+                return err
+        return None
+    if isinstance(items, dict):
+        if not isinstance(v, list):
+            return (f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} "
+                    f"of type {_go_type(field_node)}")
+        for x in v:
+            err = _type_walk(x, items, struct, path)
+            if err:
+                return err
+        return None
+    ok, shown = _accepts(node, v)
+    if ok:
+        return None
+    return (f"json: cannot unmarshal {shown or _json_kind(v)} into Go struct field {struct}.{path} "
+            f"of type {_go_type(field_node) if ref_name(field_node) else _scalar_go_type(node)}")
+
+
+def type_error(obj: dict, rt: ResourceType) -> str | None:
+    """The first value of obj whose JSON type the kind's Go type refuses, worded as encoding/json words it.
+
+    e.g. `json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32`;
+    None when every value fits. kube-apiserver reports it (before unknown fields) as
+    `Deployment in version "v1" cannot be handled as a Deployment: <this>` (see decode_error).
+    """
+    name = definition_name(rt.group, rt.version, rt.kind)
+    if name is None:
+        return None
+    return _type_walk(obj, {"$ref": "#/$defs/" + name}, rt.kind, "")
+
+
+def decode_error(rt: ResourceType, message: str):
+    """400 BadRequest for a body that does not decode into the kind (transformDecodeError)."""
+    from kubesvc.objects.errors import bad_request
+    return bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {message}')
