@@ -8,6 +8,7 @@ namespaces and the built-in objects, repair allocations) and shut-down.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -113,6 +114,11 @@ class APIServer:
     async def start(self) -> None:
         await self.store.start()
         await self.cache.start()
+        # The cache holds every object as plain dicts (no cycles): keep them out of
+        # the cyclic collector's full passes, which otherwise stall requests for
+        # hundreds of milliseconds at 10,000 objects.
+        gc.collect()
+        gc.freeze()
         await self._bootstrap()
         try:
             from kubesvc.apiserver import openapi
@@ -255,6 +261,9 @@ def run(cfg: Config) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
+    # Fewer cyclic-GC passes: request handling allocates many short-lived acyclic
+    # dicts that reference counting frees anyway.
+    gc.set_threshold(50_000, 20, 100)
     server = APIServer(cfg)
     web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, access_log=None,
                 handle_signals=True, shutdown_timeout=2)

@@ -34,8 +34,22 @@ def _ts(value: str | None) -> float | None:
         return None
 
 
+Key = tuple  # (ResourceType, namespace, name)
+
+
+def _refs(obj: dict | None) -> list[dict]:
+    return ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+
+
 class GarbageCollector:
-    """The in-process controllers that finish deletions."""
+    """The in-process controllers that finish deletions.
+
+    Event-driven so that a pass costs what changed, not what is stored: the
+    watch cache's listener keeps an owner-uid → dependents index and marks
+    objects to look at (a deleted owner's dependents, objects being deleted,
+    objects whose owner is not there); a 1 s tick re-checks what is waiting
+    (grace periods, terminating namespaces, finalizers).
+    """
 
     def __init__(self, registry: Registry, cache: WatchCache, interval: float = 1.0):
         self.registry = registry
@@ -43,11 +57,53 @@ class GarbageCollector:
         self.interval = interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._suspects: set[str] = set()  # uids seen orphaned once (acted on when seen twice)
-        cache.add_listener(lambda ev: self._wake.set())
+        self._dirty: set[Key] = set()
+        self._deleting: set[Key] = set()
+        self._deps: dict[str, set[Key]] = {}
+        self._orphaned_since: dict[Key, float] = {}
+        cache.add_listener(self._on_event)
 
     def start(self) -> None:
+        for rt in RESOURCES:
+            for o in self.cache.list(rt):
+                md = o["metadata"]
+                key = (rt, md.get("namespace") or "", md["name"])
+                for ref in _refs(o):
+                    self._deps.setdefault(ref.get("uid"), set()).add(key)
+                if _refs(o):
+                    self._dirty.add(key)
+                if md.get("deletionTimestamp"):
+                    self._deleting.add(key)
         self._task = asyncio.create_task(self._run())
+
+    def _on_event(self, ev) -> None:
+        md = ev.obj["metadata"]
+        key = (ev.rt, ev.namespace, md["name"])
+        for ref in _refs(ev.prev):
+            deps = self._deps.get(ref.get("uid"))
+            if deps is not None:
+                deps.discard(key)
+                if not deps:
+                    del self._deps[ref.get("uid")]
+        if ev.type == "DELETED":
+            self._deleting.discard(key)
+            self._orphaned_since.pop(key, None)
+            self._dirty.discard(key)
+            # Its dependents may now be orphans; a namespace being emptied may now go.
+            self._dirty.update(self._deps.get(md.get("uid"), ()))
+            for ref in _refs(ev.obj):
+                owner = self.cache.uids.get(ref.get("uid"))
+                if owner is not None:
+                    self._dirty.add(owner)
+        else:
+            for ref in _refs(ev.obj):
+                self._deps.setdefault(ref.get("uid"), set()).add(key)
+            if md.get("deletionTimestamp"):
+                self._deleting.add(key)
+            if _refs(ev.obj) and any(r.get("uid") not in self.cache.uids for r in _refs(ev.obj)):
+                self._dirty.add(key)
+        if self._dirty or ev.type == "DELETED" or md.get("deletionTimestamp"):
+            self._wake.set()
 
     async def stop(self) -> None:
         if self._task:
@@ -64,7 +120,7 @@ class GarbageCollector:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await asyncio.sleep(0.25)  # let a burst of changes land before a pass
+            await asyncio.sleep(0.05)  # let a burst of changes land before a pass
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -72,42 +128,48 @@ class GarbageCollector:
             except Exception:
                 log.exception("garbage collector pass failed")
 
+    def _dependents(self, uid: str) -> list[tuple[ResourceType, dict]]:
+        out = []
+        for rt, ns, name in list(self._deps.get(uid, ())):
+            o = self.cache.get(rt, ns or None, name)
+            if o is not None:
+                out.append((rt, o))
+        return out
+
     async def run_once(self) -> None:
         now = _dt.datetime.now(_dt.timezone.utc).timestamp()
-        objs: list[tuple[ResourceType, dict]] = []
-        for rt in RESOURCES:
-            objs.extend((rt, o) for o in self.cache.list(rt))
-        uids = {o["metadata"].get("uid"): (rt, o) for rt, o in objs}
-        dependents: dict[str, list[tuple[ResourceType, dict]]] = {}
-        for rt, o in objs:
-            for ref in o["metadata"].get("ownerReferences") or []:
-                dependents.setdefault(ref.get("uid"), []).append((rt, o))
-        suspects: set[str] = set()
-        for rt, o in objs:
+        keys = self._dirty | self._deleting
+        self._dirty = set()
+        for key in keys:
+            rt, ns, name = key
+            o = self.cache.get(rt, ns or None, name)
+            if o is None:
+                continue
             md = o["metadata"]
             try:
                 if md.get("deletionTimestamp"):
-                    await self._finish_deletion(rt, o, dependents.get(md.get("uid"), []), now)
+                    await self._finish_deletion(rt, o, self._dependents(md.get("uid")), now)
                     continue
-                refs = md.get("ownerReferences") or []
+                refs = _refs(o)
                 if not refs:
                     continue
-                live = [r for r in refs if r.get("uid") in uids]
+                live = [r for r in refs if r.get("uid") in self.cache.uids]
                 if live:
+                    self._orphaned_since.pop(key, None)
                     if len(live) != len(refs):
                         await self._set_owner_refs(rt, o, live)
                     continue
-                # All owners gone; act only when the next pass agrees (an owner
-                # may be created just after its dependent).
-                uid = md.get("uid")
-                if uid in self._suspects:
+                # All owners gone; act only a moment later (an owner may be created
+                # just after its dependent).
+                first = self._orphaned_since.setdefault(key, now)
+                if now - first >= 1.0:
+                    self._orphaned_since.pop(key, None)
                     await self._delete(rt, o, {"propagationPolicy": "Background"})
                 else:
-                    suspects.add(uid)
+                    self._dirty.add(key)
             except StatusError as err:
                 if err.code not in (404, 409):
                     log.warning("gc: %s %s/%s: %s", rt.kind, md.get("namespace"), md.get("name"), err.message)
-        self._suspects = suspects
 
     async def _finish_deletion(self, rt: ResourceType, o: dict, deps: list, now: float) -> None:
         md = o["metadata"]
