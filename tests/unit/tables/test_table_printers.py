@@ -419,3 +419,15 @@ def test_wants_table():
                               "v=v1beta1;g=meta.k8s.io,application/json")
     assert not tables.wants_table("application/json")
     assert not tables.wants_table(None)
+
+
+def test_scale_subresource_cells():
+    from kubesvc.objects.registry import ResourceType
+    rt = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", True)
+    t = tables.to_table(rt, [{"kind": "Scale", "apiVersion": "autoscaling/v1",
+                              "metadata": {"name": "web", "creationTimestamp": ts(65)},
+                              "spec": {"replicas": 3}, "status": {"replicas": 2, "selector": "app=web"}}], now=NOW)
+    assert [(c["name"], c["type"], c["format"]) for c in t["columnDefinitions"]] == [
+        ("Name", "string", ""), ("Desired", "integer", ""), ("Available", "integer", ""), ("Age", "string", "")]
+    assert t["rows"][0]["cells"] == ["web", 3, 2, "65s"]
+    assert all(c["description"] for c in t["columnDefinitions"])

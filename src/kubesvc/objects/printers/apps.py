@@ -1,8 +1,8 @@
-"""Deployment and ReplicaSet rows (printDeployment, printReplicaSet)."""
+"""Deployment, ReplicaSet and Scale rows (printDeployment, printReplicaSet, printScale)."""
 
 from __future__ import annotations
 
-from kubesvc.objects.printers.base import (APPS, Cells, Column, Printer, age, age_column, doc,
+from kubesvc.objects.printers.base import (APPS, META, Cells, Column, Printer, age, age_column, doc,
                                            format_label_selector, layout_containers, name,
                                            name_column, selector_string)
 
@@ -52,7 +52,23 @@ REPLICA_SET = Printer((
     Column("Selector", "string", doc(APPS + "ReplicaSetSpec", "selector"), priority=1),
 ), replicaset_row)
 
+def scale_row(scale: dict, now: float) -> tuple[Cells, None]:
+    return [name(scale), (scale.get("spec") or {}).get("replicas", 0),
+            (scale.get("status") or {}).get("replicas", 0), age(scale, now)], None
+
+
+_SCALE = "io.k8s.api.autoscaling.v1."
+
+# `kubectl get deploy NAME --subresource=scale`; kube-apiserver's Name column here has no "name" format
+SCALE = Printer((
+    Column("Name", "string", doc(META, "name")),
+    Column("Desired", "integer", doc(_SCALE + "ScaleSpec", "replicas")),
+    Column("Available", "integer", doc(_SCALE + "ScaleStatus", "replicas")),
+    age_column(),
+), scale_row)
+
 PRINTERS = {
     ("apps", "Deployment"): DEPLOYMENT,
     ("apps", "ReplicaSet"): REPLICA_SET,
+    ("autoscaling", "Scale"): SCALE,
 }
