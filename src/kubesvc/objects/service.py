@@ -308,7 +308,8 @@ def drop_type_dependent_fields(new: dict, old: dict) -> None:
     """On a type change, wipe what no longer applies unless the user changed it too."""
     spec, old_spec = new.setdefault("spec", {}), spec_of(old)
     if needs_cluster_ip(old) and not needs_cluster_ip(new):
-        if (spec.get("clusterIPs") or []) == (old_spec.get("clusterIPs") or []):
+        if ((spec.get("clusterIP") or "") == (old_spec.get("clusterIP") or "")
+                and (spec.get("clusterIPs") or []) == (old_spec.get("clusterIPs") or [])):
             spec.pop("clusterIP", None)
             spec.pop("clusterIPs", None)
         if (spec.get("ipFamilies") or []) == (old_spec.get("ipFamilies") or []):
@@ -316,9 +317,8 @@ def drop_type_dependent_fields(new: dict, old: dict) -> None:
         if spec.get("ipFamilyPolicy") == old_spec.get("ipFamilyPolicy"):
             spec.pop("ipFamilyPolicy", None)
     if needs_node_port(old) and not needs_node_port(new):
-        old_nps = [_int(p.get("nodePort")) for p in old_spec.get("ports") or []]
-        new_nps = [_int(p.get("nodePort")) for p in spec.get("ports") or []]
-        if old_nps == new_nps:
+        # Ports may be added, removed or changed, as long as no net-new node port appears.
+        if _node_ports_used(new) <= _node_ports_used(old):
             for p in spec.get("ports") or []:
                 p.pop("nodePort", None)
     if needs_health_check(old) and not needs_health_check(new):

@@ -260,6 +260,25 @@ def test_nodeport_to_clusterip_wipes_node_ports_and_policy():
     assert "nodePort" not in new["spec"]["ports"][0] and "externalTrafficPolicy" not in new["spec"]
 
 
+def test_to_clusterip_while_dropping_a_port_wipes_the_rest():
+    old = stored(svc(type="NodePort", ports=[{"name": "a", "port": 80}, {"name": "b", "port": 81}]),
+                 node_ports=[31000, 31001])
+    new = copy.deepcopy(old)
+    new["spec"]["type"] = "ClusterIP"
+    del new["spec"]["ports"][1]
+    new, errs = updated(old, new)
+    assert errs == [] and "nodePort" not in new["spec"]["ports"][0]
+
+
+def test_to_clusterip_with_a_new_node_port_is_refused():
+    old = stored(svc(type="NodePort", ports=P80), node_ports=[31000])
+    new = copy.deepcopy(old)
+    new["spec"]["type"] = "ClusterIP"
+    new["spec"]["ports"][0]["nodePort"] = 31005
+    _, errs = updated(old, new)
+    assert errs == ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+
+
 def test_health_check_node_port_is_immutable():
     old = stored(svc(type="LoadBalancer", ports=P80, externalTrafficPolicy="Local", healthCheckNodePort=30500))
     new = copy.deepcopy(old)
