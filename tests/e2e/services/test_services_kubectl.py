@@ -388,3 +388,20 @@ def test_restart_keeps_allocations(tmp_path):
         assert get_svc(api, "kubernetes")["spec"]["clusterIP"] == "10.96.0.1"
     finally:
         api.stop()
+
+
+def test_restart_with_a_smaller_range_reports_what_is_outside(tmp_path):
+    api = APIServer(tmp_path / "api").start()
+    try:
+        assert post(api, make("np", type="NodePort", ports=[{"port": 80, "nodePort": 30080}]))[0] == 201
+        api.stop()
+        api.extra_args = ("--service-node-port-range", "31000-31999")
+        api.start()
+        log = (tmp_path / "api" / "apiserver.log").read_text()
+        assert ("service allocation repair: service default/np: Port 30080 is not within the port range "
+                "31000-31999; please recreate service") in log
+        # the service is still there, and new node ports come from the new range
+        code, body = post(api, make("np2", type="NodePort", ports=[{"port": 80}]))
+        assert code == 201 and 31000 <= body["spec"]["ports"][0]["nodePort"] <= 31999
+    finally:
+        api.stop()
