@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,6 +40,11 @@ def _port(port: Any, container: Any) -> int:
     raise ValueError(f"port {port!r} is not a port of container {container.name!r}")
 
 
+def _errtext(err: OSError) -> str:
+    """As Go prints a syscall error: "connection refused", "no route to host"."""
+    return os.strerror(err.errno).lower() if err.errno else str(err)
+
+
 async def run_probe(probe: Any, container: Any, pod_ip: str, exec_prefix: list[str],
                     env: dict[str, str]) -> ProbeResult:
     """One probe attempt; never raises."""
@@ -54,7 +60,7 @@ async def run_probe(probe: Any, container: Any, pod_ip: str, exec_prefix: list[s
             except asyncio.TimeoutError:
                 return ProbeResult(False, f"dial tcp {host}:{port}: i/o timeout")
             except OSError as err:
-                return ProbeResult(False, f"dial tcp {host}:{port}: connect: {err.strerror or err}")
+                return ProbeResult(False, f"dial tcp {host}:{port}: connect: {_errtext(err)}")
             w.close()
             return ProbeResult(True)
         if probe.exec is not None:
@@ -90,7 +96,7 @@ async def _http(get: Any, container: Any, pod_ip: str, timeout: float) -> ProbeR
                                   f'while awaiting headers)')
     except aiohttp.ClientConnectorError as err:
         return ProbeResult(False, f'Get "{url}": dial tcp {host}:{port}: connect: '
-                                  f'{err.os_error.strerror if err.os_error else err}')
+                                  f'{_errtext(err.os_error) if err.os_error else err}')
     except aiohttp.ClientError as err:
         return ProbeResult(False, f'Get "{url}": {err}')
 
