@@ -308,6 +308,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _cmp(old: Any, new: Any, shape: Shape, path: Path, c: Comparison, is_field: bool) -> None:
+    if old is new or (type(old) is type(new) and old == new):
+        return  # identical subtrees change nothing (most of an object, on most updates)
     kind = shape.kind
     if kind in ("struct", "map") and not (isinstance(old, dict) or old is _MISSING) \
             or kind in ("struct", "map") and not (isinstance(new, dict) or new is _MISSING):
