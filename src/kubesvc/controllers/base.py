@@ -115,6 +115,7 @@ class SharedInformers:
         self.client = client
         self._informers: dict[type, Informer] = {}
         self._views: dict[type, FreshView] = {}
+        self._indexes: dict[tuple, Any] = {}
 
     def informer(self, resource: type) -> Informer:
         inf = self._informers.get(resource)
@@ -127,6 +128,18 @@ class SharedInformers:
         if v is None:
             v = self._views[resource] = FreshView(self.informer(resource))
         return v
+
+    def label_index(self, resource: type) -> "LabelIndex":
+        idx = self._indexes.get(("labels", resource))
+        if idx is None:
+            idx = self._indexes[("labels", resource)] = LabelIndex(self.informer(resource))
+        return idx
+
+    def selector_index(self, resource: type, selector_of: Callable[[Any], dict | None]) -> "SelectorIndex":
+        idx = self._indexes.get(("selector", resource))
+        if idx is None:
+            idx = self._indexes[("selector", resource)] = SelectorIndex(self.informer(resource), selector_of)
+        return idx
 
     def start(self) -> None:
         for inf in self._informers.values():
@@ -224,3 +237,106 @@ def is_not_found(err: Exception) -> bool:
 
 def is_conflict(err: Exception) -> bool:
     return isinstance(err, ApiError) and err.status.code in (409,)
+
+
+class LabelIndex:
+    """Objects of an informer indexed by (namespace, label key, value): a selector's
+    matches are found from its rarest pair instead of by walking the namespace
+    (10,000 pods: a service sync reads its 10 pods, not 10,000)."""
+
+    def __init__(self, informer: Informer):
+        self._pairs: dict[tuple[str, str, str], set[str]] = {}
+        self._labels: dict[Key, dict] = {}
+        informer.add_handler(on_add=self._set, on_update=lambda _o, n: self._set(n), on_delete=self._del)
+
+    def _set(self, obj: Any) -> None:
+        key = ns_name(obj)
+        new = dict(obj.metadata.labels or {})
+        old = self._labels.get(key)
+        if old == new:
+            return
+        if old is not None:
+            self._unindex(key, old)
+        self._labels[key] = new
+        for k, v in new.items():
+            self._pairs.setdefault((key[0], k, v), set()).add(key[1])
+
+    def _del(self, obj: Any) -> None:
+        key = ns_name(obj)
+        old = self._labels.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+
+    def _unindex(self, key: Key, labels: dict) -> None:
+        for k, v in labels.items():
+            names = self._pairs.get((key[0], k, v))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._pairs[(key[0], k, v)]
+
+    def select(self, namespace: str, selector: dict[str, str]) -> list[str]:
+        """Names in namespace whose labels contain every pair of a (map) selector."""
+        if not selector:
+            return []
+        sets = []
+        for k, v in selector.items():
+            s = self._pairs.get((namespace, k, v))
+            if not s:
+                return []
+            sets.append(s)
+        sets.sort(key=len)
+        return [n for n in sets[0] if all(n in s for s in sets[1:])]
+
+
+class SelectorIndex:
+    """Objects with a map selector (Services) indexed by the pairs of their selector, to
+    find the ones selecting a given label set without testing every one."""
+
+    def __init__(self, informer: Informer, selector_of: Callable[[Any], dict | None]):
+        self.selector_of = selector_of
+        self._pairs: dict[tuple[str, str, str], set[str]] = {}
+        self._selectors: dict[Key, dict] = {}
+        informer.add_handler(on_add=self._set, on_update=lambda _o, n: self._set(n), on_delete=self._del)
+
+    def _set(self, obj: Any) -> None:
+        key = ns_name(obj)
+        new = dict(self.selector_of(obj) or {})
+        old = self._selectors.get(key)
+        if old == new:
+            return
+        if old:
+            self._unindex(key, old)
+        if new:
+            self._selectors[key] = new
+            for k, v in new.items():
+                self._pairs.setdefault((key[0], k, v), set()).add(key[1])
+        else:
+            self._selectors.pop(key, None)
+
+    def _del(self, obj: Any) -> None:
+        key = ns_name(obj)
+        old = self._selectors.pop(key, None)
+        if old:
+            self._unindex(key, old)
+
+    def _unindex(self, key: Key, sel: dict) -> None:
+        for k, v in sel.items():
+            names = self._pairs.get((key[0], k, v))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._pairs[(key[0], k, v)]
+
+    def selecting(self, namespace: str, labels: dict[str, str] | None) -> list[str]:
+        """Names in namespace whose selector every pair of is in labels."""
+        labels = labels or {}
+        cands: set[str] = set()
+        for k, v in labels.items():
+            cands.update(self._pairs.get((namespace, k, v), ()))
+        out = []
+        for name in cands:
+            sel = self._selectors.get((namespace, name))
+            if sel and all(labels.get(k) == v for k, v in sel.items()):
+                out.append(name)
+        return out

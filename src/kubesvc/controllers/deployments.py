@@ -98,7 +98,7 @@ class DeploymentController(Controller):
     """Deployment -> ReplicaSets (rollouts, scaling, revisions, status)."""
 
     name = "deployment-controller"
-    workers = 2
+    workers = 5  # kube-controller-manager's default --concurrent-*-syncs
 
     def __init__(self, ctx: ControllerContext):
         super().__init__(ctx)

@@ -161,7 +161,7 @@ class EndpointsController(ServicePodsWiring, Controller):
     """Keeps core/v1 Endpoints of selector services true."""
 
     name = "endpoint-controller"
-    workers = 2
+    workers = 5  # kube-controller-manager's default --concurrent-*-syncs
 
     def __init__(self, ctx: ControllerContext):
         super().__init__(ctx)

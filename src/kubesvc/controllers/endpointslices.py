@@ -254,7 +254,7 @@ class EndpointSliceController(ServicePodsWiring, Controller):
     """Keeps discovery.k8s.io/v1 EndpointSlices of selector services true."""
 
     name = "endpointslice-controller"
-    workers = 2
+    workers = 5  # kube-controller-manager's default --concurrent-*-syncs
 
     def __init__(self, ctx: ControllerContext):
         super().__init__(ctx)

@@ -60,7 +60,7 @@ class ReplicaSetController(Controller):
     """ReplicaSet -> Pods."""
 
     name = "replicaset-controller"
-    workers = 2
+    workers = 5  # kube-controller-manager's default --concurrent-*-syncs
 
     def __init__(self, ctx: ControllerContext):
         super().__init__(ctx)

@@ -125,6 +125,9 @@ class ServicePodsWiring:
         from lightkube.resources.core_v1 import Pod, Service
         self.services = self.informers.view(Service)
         self.pods = self.informers.view(Pod)
+        self.service_selectors = self.informers.selector_index(
+            Service, lambda s: s.spec.selector if s.spec else None)
+        self.pod_labels = self.informers.label_index(Pod)
         svc_inf = self.informers.informer(Service)
         svc_inf.add_handler(
             on_add=self._svc_changed,
@@ -139,21 +142,25 @@ class ServicePodsWiring:
 
     def _pod_added(self, pod: Any) -> None:
         ns = pod.metadata.namespace or ""
-        for s in services_for_pod(self.services.list(ns), pod):
-            self.queue.add((ns, s.metadata.name))
+        for name in self.service_selectors.selecting(ns, pod.metadata.labels):
+            self.queue.add((ns, name))
 
     def _pod_updated(self, old: Any, new: Any) -> None:
         if endpoint_signature(old) == endpoint_signature(new):
             return
         ns = new.metadata.namespace or ""
-        services = self.services.list(ns)
-        keys = {s.metadata.name for s in services_for_pod(services, new)}
+        keys = set(self.service_selectors.selecting(ns, new.metadata.labels))
         if old.metadata.labels != new.metadata.labels:
-            keys.update(s.metadata.name for s in services_for_pod(services, old))
+            keys.update(self.service_selectors.selecting(ns, old.metadata.labels))
         for name in keys:
             self.queue.add((ns, name))
 
     def selected_pods(self, svc: Any) -> list[Any]:
         ns = svc.metadata.namespace or ""
         sel = svc.spec.selector
-        return [p for p in self.pods.list(ns) if match_labels(sel, p.metadata.labels)]
+        out = []
+        for name in self.pod_labels.select(ns, sel):
+            p = self.pods.get(name, ns)
+            if p is not None and match_labels(sel, p.metadata.labels):
+                out.append(p)
+        return out
