@@ -5,7 +5,6 @@ message, concurrent creates racing for one address, and the start-up repair.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import urllib.error
@@ -15,11 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.lib.cluster import APIServer
-
-# `kubectl get svc` columns come from the server's table printers (kubesvc.objects.tables,
-# another component); until they are in the tree the row comparisons cannot run.
-needs_tables = pytest.mark.skipif(importlib.util.find_spec("kubesvc.objects.tables") is None,
-                                  reason="server-side table printers (kubesvc.objects.tables) not built yet")
 
 # The seed's manifests, byte for byte.
 REDIS_SVC = """\
@@ -112,7 +106,6 @@ def refused(api: APIServer, tmp_path, obj: dict) -> str:
 
 # -- the seed ---------------------------------------------------------------------------------
 
-@needs_tables
 def test_seed_transcripts(apiserver, tmp_path):
     assert apply(apiserver, tmp_path, "redis-svc.yaml", REDIS_SVC).stdout == "service/redis created\n"
     assert apply(apiserver, tmp_path, "myapp-svc.yaml", MYAPP_SVC).stdout == "service/myapp created\n"
@@ -159,7 +152,6 @@ def test_builtin_kubernetes_service(apiserver):
 
 # -- kubectl create service / expose ------------------------------------------------------------
 
-@needs_tables
 def test_kubectl_create_service_kinds(apiserver):
     k = apiserver.kubectl
     assert k("create", "service", "clusterip", "cip", "--tcp=5678:8080").stdout == "service/cip created\n"
