@@ -165,6 +165,16 @@ OTHERS = [
      "spec": {"replicas": 0}},
     {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "propagationPolicy": "Foreground",
      "preconditions": {"uid": "1234"}, "dryRun": ["All"]},
+    {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "volumes", "namespace": "default"},
+     "spec": {"containers": [{"name": "c", "image": "busybox"}], "volumes": [
+         {"name": "repo", "gitRepo": {"repository": "https://example.com/r.git"}},
+         {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+             "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+             "storageClassName": "fast"}}}},
+         {"name": "lun", "iscsi": {"targetPortal": "10.0.0.1:3260", "iqn": "iqn.2001-04.com.example:disk", "lun": 0}},
+         {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token",
+                                                                               "expirationSeconds": 3600}}]}},
+     ]}},
     {"kind": "Binding", "apiVersion": "v1", "metadata": {"name": "web-1", "namespace": "default"},
      "target": {"kind": "Node", "name": "node01", "apiVersion": "v1"}},
 ]

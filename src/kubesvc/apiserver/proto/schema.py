@@ -233,11 +233,51 @@ CORE = {
     "WeightedPodAffinityTerm": "weight=1:i32! podAffinityTerm=2:PodAffinityTerm!",
     "Volume": "name=1! volumeSource=2:VolumeSource^",
     "VolumeSource": (
-        "hostPath=1:HostPathVolumeSource emptyDir=2:EmptyDirVolumeSource secret=6:SecretVolumeSource "
-        "nfs=7:NFSVolumeSource persistentVolumeClaim=10:PersistentVolumeClaimVolumeSource "
-        "downwardAPI=16:DownwardAPIVolumeSource configMap=19:ConfigMapVolumeSource "
-        "projected=26:ProjectedVolumeSource csi=28:CSIVolumeSource image=30:ImageVolumeSource"
+        "hostPath=1:HostPathVolumeSource emptyDir=2:EmptyDirVolumeSource "
+        "gcePersistentDisk=3:GCEPersistentDiskVolumeSource awsElasticBlockStore=4:AWSElasticBlockStoreVolumeSource "
+        "gitRepo=5:GitRepoVolumeSource secret=6:SecretVolumeSource nfs=7:NFSVolumeSource iscsi=8:ISCSIVolumeSource "
+        "glusterfs=9:GlusterfsVolumeSource persistentVolumeClaim=10:PersistentVolumeClaimVolumeSource "
+        "rbd=11:RBDVolumeSource flexVolume=12:FlexVolumeSource cinder=13:CinderVolumeSource "
+        "cephfs=14:CephFSVolumeSource flocker=15:FlockerVolumeSource downwardAPI=16:DownwardAPIVolumeSource "
+        "fc=17:FCVolumeSource azureFile=18:AzureFileVolumeSource configMap=19:ConfigMapVolumeSource "
+        "vsphereVolume=20:VsphereVirtualDiskVolumeSource quobyte=21:QuobyteVolumeSource "
+        "azureDisk=22:AzureDiskVolumeSource photonPersistentDisk=23:PhotonPersistentDiskVolumeSource "
+        "portworxVolume=24:PortworxVolumeSource scaleIO=25:ScaleIOVolumeSource projected=26:ProjectedVolumeSource "
+        "storageos=27:StorageOSVolumeSource csi=28:CSIVolumeSource ephemeral=29:EphemeralVolumeSource "
+        "image=30:ImageVolumeSource"
     ),
+    "GCEPersistentDiskVolumeSource": "pdName=1! fsType=2 partition=3:i32 readOnly=4:b",
+    "AWSElasticBlockStoreVolumeSource": "volumeID=1! fsType=2 partition=3:i32 readOnly=4:b",
+    "GitRepoVolumeSource": "repository=1! revision=2 directory=3",
+    "ISCSIVolumeSource": ("targetPortal=1! iqn=2! lun=3:i32! iscsiInterface=4 fsType=5 readOnly=6:b portals=7:s* "
+                          "chapAuthDiscovery=8:b chapAuthSession=11:b secretRef=10:LocalObjectReference "
+                          "initiatorName=12?"),
+    "GlusterfsVolumeSource": "endpoints=1! path=2! readOnly=3:b",
+    "RBDVolumeSource": ("monitors=1:s* image=2! fsType=3 pool=4 user=5 keyring=6 secretRef=7:LocalObjectReference "
+                        "readOnly=8:b"),
+    "FlexVolumeSource": "driver=1! fsType=2 secretRef=3:LocalObjectReference readOnly=4:b options=5:map",
+    "CinderVolumeSource": "volumeID=1! fsType=2 readOnly=3:b secretRef=4:LocalObjectReference",
+    "CephFSVolumeSource": "monitors=1:s* path=2 user=3 secretFile=4 secretRef=5:LocalObjectReference readOnly=6:b",
+    "FlockerVolumeSource": "datasetName=1 datasetUUID=2",
+    "FCVolumeSource": "targetWWNs=1:s* lun=2:i32? fsType=3 readOnly=4:b wwids=5:s*",
+    "AzureFileVolumeSource": "secretName=1! shareName=2! readOnly=3:b",
+    "VsphereVirtualDiskVolumeSource": "volumePath=1! fsType=2 storagePolicyName=3 storagePolicyID=4",
+    "QuobyteVolumeSource": "registry=1! volume=2! readOnly=3:b user=4 group=5 tenant=6",
+    "AzureDiskVolumeSource": "diskName=1! diskURI=2! cachingMode=3? fsType=4? readOnly=5:b? kind=6?",
+    "PhotonPersistentDiskVolumeSource": "pdID=1! fsType=2",
+    "PortworxVolumeSource": "volumeID=1! fsType=2 readOnly=3:b",
+    "ScaleIOVolumeSource": ("gateway=1! system=2! secretRef=3:LocalObjectReference sslEnabled=4:b "
+                            "protectionDomain=5 storagePool=6 storageMode=7 volumeName=8 fsType=9 readOnly=10:b"),
+    "StorageOSVolumeSource": "volumeName=1 volumeNamespace=2 fsType=3 readOnly=4:b secretRef=5:LocalObjectReference",
+    "EphemeralVolumeSource": "volumeClaimTemplate=1:PersistentVolumeClaimTemplate",
+    "PersistentVolumeClaimTemplate": "metadata=1:meta.ObjectMeta spec=2:PersistentVolumeClaimSpec!",
+    "PersistentVolumeClaimSpec": (
+        "accessModes=1:s* selector=4:meta.LabelSelector resources=2:VolumeResourceRequirements volumeName=3 "
+        "storageClassName=5? volumeMode=6? dataSource=7:TypedLocalObjectReference "
+        "dataSourceRef=8:TypedObjectReference volumeAttributesClassName=9?"
+    ),
+    "VolumeResourceRequirements": "limits=1:mapq requests=2:mapq",
+    "TypedObjectReference": "apiGroup=1? kind=2! name=3! namespace=4?",
     "HostPathVolumeSource": "path=1! type=2?",
     "EmptyDirVolumeSource": "medium=1 sizeLimit=2:resource.Quantity",
     "SecretVolumeSource": "secretName=1 items=2:KeyToPath* defaultMode=3:i32? optional=4:b?",
