@@ -185,10 +185,21 @@ def _undeclared(v: Any, shape: mf.Shape, path: mf.Path, out: list[str]) -> None:
             _undeclared(x, mf.shape_of(mf.child_node(shape, k), x), path + ("f:" + k,), out)
     elif shape.kind == "list-map" and isinstance(v, list):
         inode = mf.item_node(shape)
-        for item in v:
+        seen: set[str] = set()
+        where = mf.path_string(path)
+        for i, item in enumerate(v):
             e = mf.item_element(shape, item)
-            if e is not None:
-                _undeclared(item, mf.shape_of(inode, item), path + (e,), out)
+            if e is None:
+                if isinstance(item, dict):
+                    missing = next((k for k in shape.keys if k not in item), shape.keys[0] if shape.keys else "")
+                    out.append(f'{where}: element {i}: associative list with keys has an element that omits '
+                               f'key field "{missing}" (and doesn\'t have default value)')
+                continue
+            if e in seen:
+                out.append(f"{where}: duplicate entries for key {mf.path_string((e,))}")
+                continue
+            seen.add(e)
+            _undeclared(item, mf.shape_of(inode, item), path + (e,), out)
 
 
 def _typed_patch_check(applied: dict, rt: ResourceType, shape: mf.Shape, namespace: str) -> None:

@@ -116,6 +116,12 @@ def test_ports_merge_by_port_and_protocol():
     ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "default"},
       "spec": {"bogus": 1}}, 500,
      "failed to create typed patch object (default/s; /v1, Kind=Service): .spec.bogus: field not declared in schema"),
+    ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"targetPort": 80}]}},
+     500, "failed to create typed patch object (/s; /v1, Kind=Service): .spec.ports: element 0: associative list "
+          "with keys has an element that omits key field \"port\" (and doesn't have default value)"),
+    ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 1}, {"port": 1}]}},
+     500, "failed to create typed patch object (/s; /v1, Kind=Service): .spec.ports: duplicate entries for key "
+          "[port=1,protocol=\"TCP\"]"),
     ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "managedFields": []}}, 400,
      "metadata.managedFields must be nil"),
     ({"apiVersion": "v2", "kind": "Service", "metadata": {"name": "s"}}, 400,
