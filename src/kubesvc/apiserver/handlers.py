@@ -34,11 +34,12 @@ except ImportError:  # pragma: no cover - written in parallel
     _tables = None
 
 try:
-    from kubesvc.apiserver import openapi as _openapi
+    from kubesvc.objects import schema as _schema
 except ImportError:  # pragma: no cover - written in parallel
-    _openapi = None
+    _schema = None
 
 BOOKMARK_INTERVAL = 10.0
+SCALE_RT = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", True)
 DEFAULT_WATCH_TIMEOUT = 1800
 
 
@@ -203,25 +204,31 @@ class Handlers:
         body = await request.read()
         return codec.decode_body(request.headers.get("Content-Type"), body, rt.kind)
 
-    def _validation(self, request: web.Request, obj: dict, rt: ResourceType) -> list[str]:
-        """fieldValidation: Strict refuses unknown fields, Warn (the default) reports them; both drop them."""
+    def _validation(self, request: web.Request, obj: dict, rt: ResourceType,
+                    patch: tuple[str, bytes] | None = None) -> list[str]:
+        """Decoding checks as kube-apiserver's typed decoding does them: a value of the
+        wrong JSON type is a 400; unknown fields are refused under fieldValidation=Strict,
+        reported as warnings under Warn (the default) and dropped under Warn and Ignore."""
         mode = request.query.get("fieldValidation", "Warn")
         if mode not in ("Strict", "Warn", "Ignore"):
             raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: '
                               '"Ignore", "Strict", "Warn"')
-        if mode == "Ignore" or _openapi is None or not hasattr(_openapi, "unknown_fields"):
+        if _schema is None:
             return []
-        try:
-            unknown = _openapi.unknown_fields(obj, rt)
-        except Exception:
-            log.exception("unknown_fields failed")
+        msg = _schema.type_error(obj, rt)
+        if msg:
+            raise _schema.decode_error(rt, msg)
+        if mode == "Ignore":
+            _schema.prune_unknown(obj, rt)
             return []
+        unknown = _schema.unknown_fields(obj, rt)
         if not unknown:
             return []
         if mode == "Strict":
-            raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
-        for u in unknown:
-            _drop_path(obj, u)
+            if patch is not None:
+                raise patching.strict_patch_error(patch[0], patch[1], obj, unknown)
+            raise _schema.strict_create_error(rt, unknown)
+        _schema.prune_unknown(obj, rt)
         return [f'unknown field "{u}"' for u in unknown]
 
     def _respond(self, request: web.Request, rt: ResourceType, obj: dict, status: int = 200,
@@ -470,16 +477,14 @@ class Handlers:
             live = self.cache.get(rt, ns, name)
             if live is None and not sub:
                 self.registry.check_body_kind(rt, applied)
-                warnings = self._validation(request, applied, rt)
                 new = patching.server_side_apply(None, applied, manager, force, rt)
                 new.setdefault("metadata", {})["name"] = name
                 out = await self.registry.create(rt, ns, new, manager=manager, dry_run=dry, operation="Apply")
                 return self._respond(request, rt, out, 201, warnings)
             self.registry.check_body_kind(rt, copy.deepcopy(applied))
-            warnings = self._validation(request, applied, rt)
 
             def fn(cur: dict) -> dict:
-                return patching.server_side_apply(cur, applied, manager, force, rt)
+                return patching.server_side_apply(cur, applied, manager, force, rt, sub)
             out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager="",
                                                         dry_run=dry, operation="Apply")
             return self._respond(request, rt, out, 200, warnings)
@@ -489,7 +494,7 @@ class Handlers:
             new = patching.apply_patch(ct, cur, body, rt)
             if not isinstance(new, dict):
                 raise bad_request("the patch produced something that is not an object")
-            holder["w"] = self._validation(request, new, rt)
+            holder["w"] = self._validation(request, new, rt, patch=(ct, body))
             return new
         out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager=manager,
                                                     dry_run=dry)
@@ -561,12 +566,11 @@ class Handlers:
     async def scale(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
         method = request.method
         if method == "GET":
-            return codec.response(self._scale_of(rt, self.registry.get(rt, ns, name)))
+            return self._respond(request, SCALE_RT, self._scale_of(rt, self.registry.get(rt, ns, name)))
         if method not in ("PUT", "PATCH"):
             raise method_not_allowed()
         body = await request.read()
         ct = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        scale_rt = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", True)
         if method == "PUT":
             s = codec.decode_body(ct, body, "Scale")
         else:
@@ -579,7 +583,7 @@ class Handlers:
             elif ct == patching.APPLY:
                 new_scale = patching.merge_patch(cur_scale, patching.parse_apply(body))
             else:
-                new_scale = patching.apply_patch(ct, cur_scale, body, scale_rt)
+                new_scale = patching.apply_patch(ct, cur_scale, body, SCALE_RT)
             replicas = (new_scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
                 from kubesvc.objects.errors import invalid as finvalid
@@ -593,9 +597,9 @@ class Handlers:
             if rv:
                 cur["metadata"]["resourceVersion"] = rv
             return cur
-        out = await self.registry.guaranteed_update(rt, ns, name, fn, manager=field_manager(request),
-                                                    dry_run=_dry_run(request))
-        return codec.response(self._scale_of(rt, out))
+        out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource="scale",
+                                                    manager=field_manager(request), dry_run=_dry_run(request))
+        return self._respond(request, SCALE_RT, self._scale_of(rt, out))
 
     async def binding(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
         b = codec.decode_body(request.headers.get("Content-Type"), await request.read(), "Binding")

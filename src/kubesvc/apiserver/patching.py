@@ -127,6 +127,8 @@ def apply_patch(patch_type: str, original: dict, body: bytes, rt: ResourceType) 
 
 
 def parse_apply(body: bytes) -> dict:
+    if _patch is not None and hasattr(_patch, "parse_apply_body"):
+        return _patch.parse_apply_body(body)
     try:
         obj = yaml.safe_load(body)
     except yaml.YAMLError as err:
@@ -136,9 +138,26 @@ def parse_apply(body: bytes) -> dict:
     return obj
 
 
-def server_side_apply(live: dict | None, applied: dict, manager: str, force: bool, rt: ResourceType) -> dict:
+def strict_patch_error(patch_type: str, body: bytes, patched: dict, unknown: list[str]) -> StatusError:
+    if _patch is not None and hasattr(_patch, "strict_patch_error"):
+        return _patch.strict_patch_error(patch_type, body, patched, unknown)
+    return StatusError(422, "Invalid", "strict decoding error: "
+                       + ", ".join(f'unknown field "{u}"' for u in unknown))
+
+
+def update_managed_fields(old: dict | None, new: dict, manager: str, operation: str, subresource: str) -> None:
+    """Record the write in managedFields (objects.managedfields when built, a coarse fallback otherwise)."""
+    if _patch is not None and hasattr(_patch, "update_managed_fields"):
+        _patch.update_managed_fields(old, new, manager, operation, subresource)
+        return
+    from kubesvc.objects.meta import record_update
+    record_update(new, manager, operation, new.get("apiVersion", "v1"), subresource)
+
+
+def server_side_apply(live: dict | None, applied: dict, manager: str, force: bool, rt: ResourceType,
+                      subresource: str = "") -> dict:
     if _patch is not None and hasattr(_patch, "server_side_apply"):
-        return _patch.server_side_apply(live, applied, manager, force, rt)
+        return _patch.server_side_apply(live, applied, manager, force, rt, subresource)
     out = copy.deepcopy(applied) if live is None else merge_patch(live, applied)
     from kubesvc.objects.meta import field_set, now
     meta = out.setdefault("metadata", {})

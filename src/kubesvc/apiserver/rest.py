@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from kubesvc.apiserver.patching import update_managed_fields
 from kubesvc.apiserver.watchcache import WatchCache, object_key
 from kubesvc.objects import meta as m
 from kubesvc.objects.errors import (
@@ -196,13 +197,11 @@ class Registry:
         errs = m.validate_object_meta(obj, rt.kind, rt.namespaced) + strategy.validate(obj)
         if errs:
             raise invalid(rt, name, errs)
+        if manager and operation == "Update":
+            update_managed_fields(None, obj, manager, "Update", "")
         finish = await self._admit(rt, "CREATE", obj, None)
         ok = False
         try:
-            if operation == "Update":
-                meta.pop("managedFields", None)
-            if manager and operation == "Update":
-                m.record_update(obj, manager, "Update", rt.api_version)
             if dry_run:
                 return obj
             try:
@@ -296,10 +295,10 @@ class Registry:
                     strategy.validate(new) if subresource == "binding" else strategy.validate_update(new, old))
             if errs:
                 raise invalid(rt, name, errs)
+            if manager and operation == "Update":
+                update_managed_fields(old, new, manager, "Update", subresource)
             if _comparable(new) == _comparable(old):
                 return old  # no-op: nothing written, resourceVersion unchanged
-            if manager:
-                m.record_update(new, manager, operation, rt.api_version, subresource)
             delete_now = self._should_delete_during_update(rt, new)
             finish = await self._admit(rt, "DELETE" if delete_now else "UPDATE",
                                        None if delete_now else new, old)
