@@ -42,6 +42,7 @@ class AgentConfig:
     pod_cidr: str | None = None
     cluster_cidr: str = "10.244.0.0/16"
     listen_port: int = 10250
+    address: str = "0.0.0.0"
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = "cluster.local"
     netns_prefix: str = ""
@@ -100,7 +101,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", self.cfg.listen_port).start()
+        await web.TCPSite(runner, self.cfg.address, self.cfg.listen_port).start()
         self.events.start()
         self.status.start()
         node = await self.registrar.register()

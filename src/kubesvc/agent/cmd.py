@@ -52,6 +52,7 @@ def default_state_dir(node_name: str) -> Path:
               help="Where pod records and logs live (default /var/lib/kubesvc/agent/NODE).")
 @click.option("--listen-port", type=int, default=10250, show_default=True,
               help="HTTP port for logs (/containerLogs) and /healthz, on all addresses.")
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address the HTTP port listens on.")
 @click.option("--cluster-dns", default="10.96.0.10", show_default=True, help="Pods' nameserver.")
 @click.option("--cluster-domain", default="cluster.local", show_default=True)
 @click.option("--netns-prefix", default=None,
@@ -64,7 +65,7 @@ def default_state_dir(node_name: str) -> Path:
               help="Stop this node's pods when the agent exits (default: leave them to the next agent).")
 @click.option("-v", "--verbose", is_flag=True, default=False)
 def command(kubeconfig, server, node_name, node_ip, pod_cidr, cluster_cidr, state_dir, listen_port,
-            cluster_dns, cluster_domain, netns_prefix, restart_backoff, lease_renew, kill_pods_on_exit,
+            address, cluster_dns, cluster_domain, netns_prefix, restart_backoff, lease_renew, kill_pods_on_exit,
             verbose) -> None:
     """Run the pods bound to this node (kubesvc's kubelet and bridge CNI)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -80,7 +81,7 @@ def command(kubeconfig, server, node_name, node_ip, pod_cidr, cluster_cidr, stat
     node_name = node_name or socket.gethostname().split(".")[0].lower()
     cfg = AgentConfig(node_name=node_name, node_ip=node_ip or detect_node_ip(),
                       state_dir=(state_dir or default_state_dir(node_name)).resolve(),
-                      pod_cidr=pod_cidr, cluster_cidr=cluster_cidr, listen_port=listen_port,
+                      pod_cidr=pod_cidr, cluster_cidr=cluster_cidr, listen_port=listen_port, address=address,
                       cluster_dns=cluster_dns, cluster_domain=cluster_domain,
                       netns_prefix=netns_prefix or "", backoff_base=restart_backoff,
                       lease_renew=lease_renew, kill_pods_on_exit=kill_pods_on_exit)
