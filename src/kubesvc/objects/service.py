@@ -56,6 +56,11 @@ TRAFFIC_DISTRIBUTIONS = ["PreferClose"]
 # kubesvc.apiserver.services.ServiceAdmission sets it from the range it is built with.
 cluster_ip_family = "IPv4"
 
+LB_SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
+TOPOLOGY_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
+TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
+LB_IP_MODES = ["Proxy", "VIP"]
+
 DEFAULT_CLIENT_IP_TIMEOUT = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 MAX_CLIENT_IP_TIMEOUT = 86400  # core.MaxClientIPServiceAffinitySeconds
 
@@ -230,6 +235,7 @@ def default_service(obj: dict) -> None:
         spec["internalTrafficPolicy"] = "Cluster"
     if stype == LOAD_BALANCER and spec.get("allocateLoadBalancerNodePorts") is None:
         spec["allocateLoadBalancerNodePorts"] = True
+    default_lb_ip_mode(obj)
 
     # NormalizeClusterIPs (create): an old client sets only the singular field.
     if spec.get("clusterIP") and not spec.get("clusterIPs"):
@@ -581,6 +587,12 @@ def validate_service(obj: dict) -> list[FieldError]:
             errs.append(duplicate(f"spec.ports[{i}]", go_service_port_key(*key)))
         seen_port.add(key)
 
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    hints, mode = annotations.get(TOPOLOGY_HINTS_ANNOTATION), annotations.get(TOPOLOGY_MODE_ANNOTATION)
+    if hints is not None and mode is not None and hints != mode:
+        errs.insert(0, invalid(f"metadata.annotations[{TOPOLOGY_MODE_ANNOTATION}]", mode,
+                               f"must match annotations[{TOPOLOGY_HINTS_ANNOTATION}] when both are specified"))
+
     ranges = spec.get("loadBalancerSourceRanges") or []
     if ranges:
         # "LoadBalancerSourceRanges" (capitalised) is kube-apiserver's own spelling of this path.
@@ -589,6 +601,14 @@ def validate_service(obj: dict) -> list[FieldError]:
             errs.append(forbidden(path, "may only be used when `type` is 'LoadBalancer'"))
         for i, v in enumerate(ranges):
             errs.extend(is_valid_cidr(f"{path}[{i}]", v.strip()))
+    elif LB_SOURCE_RANGES_ANNOTATION in annotations:
+        path = f"metadata.annotations[{LB_SOURCE_RANGES_ANNOTATION}]"
+        if stype != LOAD_BALANCER:
+            errs.append(forbidden(path, "may only be used when `type` is 'LoadBalancer'"))
+        val = (annotations[LB_SOURCE_RANGES_ANNOTATION] or "").strip()
+        if val:
+            for v in val.split(","):
+                errs.extend(is_valid_cidr(path, v.strip()))
 
     if spec.get("allocateLoadBalancerNodePorts") is not None and stype != LOAD_BALANCER:
         errs.append(forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'"))
@@ -688,6 +708,41 @@ def _validate_upgrade_downgrade_ip_families(old: dict, new: dict) -> list[FieldE
     return errs
 
 
+def default_lb_ip_mode(obj: dict) -> None:
+    """SetDefaults_Service: ingress entries with an IP and no ipMode get VIP (LoadBalancer only)."""
+    if spec_of(obj).get("type") != LOAD_BALANCER:
+        return
+    for ing in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+        if isinstance(ing, dict) and ing.get("ip") and ing.get("ipMode") is None:
+            ing["ipMode"] = "VIP"
+
+
+def validate_load_balancer_status(obj: dict) -> list[FieldError]:
+    """ValidateLoadBalancerStatus for status.loadBalancer."""
+    errs: list[FieldError] = []
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    path = "status.loadBalancer.ingress"
+    if spec_of(obj).get("type") != LOAD_BALANCER and ingress:
+        return [forbidden(path, "may only be used when `spec.type` is 'LoadBalancer'")]
+    for i, ing in enumerate(ingress):
+        p = f"{path}[{i}]"
+        ip, mode, host = ing.get("ip") or "", ing.get("ipMode"), ing.get("hostname") or ""
+        if ip:
+            errs.extend(is_valid_ip(f"{p}.ip", ip))
+        if mode is None:
+            if ip:
+                errs.append(required(f"{p}.ipMode", "must be specified when `ip` is set"))
+        elif not ip:
+            errs.append(forbidden(f"{p}.ipMode", "may not be specified when `ip` is not set"))
+        elif mode not in LB_IP_MODES:
+            errs.append(not_supported(f"{p}.ipMode", mode, LB_IP_MODES))
+        if host:
+            errs.extend(invalid(f"{p}.hostname", host, m) for m in is_dns1123_subdomain(host))
+            if _parse_ip(host) is not None:
+                errs.append(invalid(f"{p}.hostname", host, "must be a DNS name, not an IP address"))
+    return errs
+
+
 def validate_service_update(new: dict, old: dict) -> list[FieldError]:
     """ValidateServiceUpdate (metadata aside): immutable addresses and families, then ValidateService."""
     errs = _validate_upgrade_downgrade_cluster_ips(old, new)
@@ -700,6 +755,9 @@ def validate_service_update(new: dict, old: dict) -> list[FieldError]:
             and _int(ns.get("healthCheckNodePort")) != _int(os_.get("healthCheckNodePort")):
         errs.append(forbidden("spec.healthCheckNodePort", "field is immutable"))
     errs.extend(validate_service(new))
+    if (new.get("status") or {}) != (old.get("status") or {}):
+        # a /status write (a main-resource update carries the stored status over)
+        errs.extend(validate_load_balancer_status(new))
     return errs
 
 
@@ -719,6 +777,7 @@ class ServiceStrategy(Strategy):
 
     def prepare_for_status_update(self, obj: dict, old: dict) -> None:
         obj["spec"] = copy.deepcopy(old.get("spec") or {})
+        default_lb_ip_mode(obj)
 
     def default(self, obj: dict) -> None:
         default_service(obj)

@@ -198,6 +198,22 @@ def test_rule(obj, expected):
     assert errors(obj) == expected
 
 
+def test_annotations_rules():
+    o = svc(ports=P80)
+    o["metadata"]["annotations"] = {"service.beta.kubernetes.io/load-balancer-source-ranges": "10.0.0.0/8, x"}
+    assert errors(o) == [
+        "metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: Forbidden: may only be "
+        "used when `type` is 'LoadBalancer'",
+        'metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: Invalid value: "x": must '
+        "be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"]
+    o = svc(ports=P80)
+    o["metadata"]["annotations"] = {"service.kubernetes.io/topology-aware-hints": "Auto",
+                                    "service.kubernetes.io/topology-mode": "Off"}
+    assert errors(o) == [
+        'metadata.annotations[service.kubernetes.io/topology-mode]: Invalid value: "Off": must match '
+        "annotations[service.kubernetes.io/topology-aware-hints] when both are specified"]
+
+
 def test_tcp_and_udp_may_share_port_and_node_port():
     o = svc(type="NodePort", ports=[{"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
                                     {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053}])
@@ -285,6 +301,31 @@ def test_health_check_node_port_is_immutable():
     new["spec"]["healthCheckNodePort"] = 30501
     _, errs = updated(old, new)
     assert errs == ["spec.healthCheckNodePort: Forbidden: field is immutable"]
+
+
+def status_errors(old: dict, status: dict) -> tuple[dict, list[str]]:
+    new = copy.deepcopy(old)
+    new["status"] = status
+    S.prepare_for_status_update(new, old)
+    return new, [str(e) for e in S.validate_update(new, old)]
+
+
+def test_load_balancer_status():
+    lb = stored(svc(type="LoadBalancer", ports=P80))
+    new, errs = status_errors(lb, {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}})
+    assert errs == [] and new["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.10", "ipMode": "VIP"}]
+    _, errs = status_errors(lb, {"loadBalancer": {"ingress": [{"ip": "192.0.2.300", "ipMode": "VIP"},
+                                                              {"hostname": "1.2.3.4", "ipMode": "Proxy"},
+                                                              {"ip": "192.0.2.11", "ipMode": "Direct"}]}})
+    assert errs == [
+        'status.loadBalancer.ingress[0].ip: Invalid value: "192.0.2.300": must be a valid IP address, '
+        "(e.g. 10.9.8.7 or 2001:db8::ffff)",
+        "status.loadBalancer.ingress[1].ipMode: Forbidden: may not be specified when `ip` is not set",
+        'status.loadBalancer.ingress[1].hostname: Invalid value: "1.2.3.4": must be a DNS name, not an IP address',
+        'status.loadBalancer.ingress[2].ipMode: Unsupported value: "Direct": supported values: "Proxy", "VIP"']
+    cip = stored(svc(ports=P80))
+    _, errs = status_errors(cip, {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}})
+    assert errs == ["status.loadBalancer.ingress: Forbidden: may only be used when `spec.type` is 'LoadBalancer'"]
 
 
 def test_status_update_keeps_spec():
