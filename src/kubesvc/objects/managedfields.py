@@ -307,7 +307,8 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _cmp(old: Any, new: Any, shape: Shape, path: Path, c: Comparison, is_field: bool) -> None:
+def _cmp(old: Any, new: Any, shape: Shape, path: Path, c: Comparison, is_field: bool,
+         required: bool = False) -> None:
     if old is new or (type(old) is type(new) and old == new):
         return  # identical subtrees change nothing (most of an object, on most updates)
     kind = shape.kind
@@ -323,14 +324,20 @@ def _cmp(old: Any, new: Any, shape: Shape, path: Path, c: Comparison, is_field: 
     if kind in ("struct", "map"):
         o = old if isinstance(old, dict) else {}
         n = new if isinstance(new, dict) else {}
+        props = (shape.node.get("properties") or {}) if kind == "struct" and shape.node is not None else {}
+        req = set(shape.node.get("required") or ()) if props else set()
         for k in list(o) + [k for k in n if k not in o]:
+            # null is no value: Go decodes it to the zero value and omits it again
             ov, nv = o.get(k, _MISSING), n.get(k, _MISSING)
             if ov is None:
-                ov = _MISSING if nv is _MISSING else ov
+                ov = _MISSING
+            if nv is None:
+                nv = _MISSING
+            if ov is _MISSING and nv is _MISSING:
+                continue
             cnode = child_node(shape, k)
             x = nv if nv is not _MISSING else ov
-            _cmp(ov, nv, shape_of(cnode, x), path + ("f:" + k,), c,
-                 is_field=kind == "struct" and shape.node is not None and k in (shape.node.get("properties") or {}))
+            _cmp(ov, nv, shape_of(cnode, x), path + ("f:" + k,), c, is_field=k in props, required=k in req)
     else:
         inode = item_node(shape)
         o_items = _keyed(old if isinstance(old, list) else [], shape)
@@ -346,6 +353,10 @@ def _cmp(old: Any, new: Any, shape: Shape, path: Path, c: Comparison, is_field: 
     # fields are implied by their children (Go's value-type structs are always
     # there), so only maps, lists and list items are recorded.
     if is_field and shape.kind == "struct":
+        return
+    # Required fields (no omitempty in Go) are always there, if only as null, so
+    # a required list or map appearing is not an addition of the list itself.
+    if required:
         return
     if old is _MISSING and new is not _MISSING:
         c.added.add(path)
