@@ -147,3 +147,25 @@ def test_kubectl_explain_openapi_v2_protobuf(apiserver):
     out = apiserver.kubectl("explain", "svc.spec.ports", "--output=plaintext-openapiv2").stdout
     assert "RESOURCE: ports <[]Object>" in out
     assert "port\t<integer> -required-" in out
+
+
+def test_managed_fields_look_like_a_real_clusters(apiserver):
+    apiserver.kubectl("apply", "-f", "-", input=SERVICE.replace("name: web", "name: owned", 1))
+    svc = get(apiserver, "svc", "owned", "--show-managed-fields")
+    [entry] = svc["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"], entry["apiVersion"]) == ("kubectl-client-side-apply", "Update", "v1")
+    f = entry["fieldsV1"]
+    assert f["f:metadata"]["f:labels"] == {".": {}, "f:app": {}, "f:tier": {}}
+    assert f["f:metadata"]["f:annotations"] == {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}
+    assert f["f:spec"]["f:selector"] == {}, "a service selector is an atomic map"
+    assert f["f:spec"]["f:ports"]['k:{"port":80,"protocol":"TCP"}'] == {
+        ".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}, "f:targetPort": {}}
+    assert "f:clusterIP" not in f["f:spec"], "allocated by the server, owned by no one"
+    # another manager takes over what it changes
+    apiserver.kubectl("label", "svc", "owned", "tier=be", "--overwrite")
+    entries = {e["manager"]: e for e in get(apiserver, "svc", "owned", "--show-managed-fields")["metadata"]
+               ["managedFields"]}
+    assert entries["kubectl-label"]["fieldsV1"] == {"f:metadata": {"f:labels": {"f:tier": {}}}}
+    assert "f:tier" not in entries["kubectl-client-side-apply"]["fieldsV1"]["f:metadata"]["f:labels"]
+    # without --show-managed-fields kubectl hides them
+    assert "managedFields" not in get(apiserver, "svc", "owned")["metadata"]
