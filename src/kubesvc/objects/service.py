@@ -284,6 +284,9 @@ def patch_allocated_values(new: dict, old: dict) -> None:
             spec["clusterIP"] = old_spec["clusterIP"]
         if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
             spec["clusterIPs"] = list(old_spec["clusterIPs"])
+        # initIPFamilyFields: an update that names no policy keeps the stored one.
+        if spec.get("ipFamilyPolicy") is None and old_spec.get("ipFamilyPolicy") is not None:
+            spec["ipFamilyPolicy"] = old_spec["ipFamilyPolicy"]
     if needs_node_port(old) and needs_node_port(new):
         used = _node_ports_used(old) & _node_ports_used(new)
         by_name = {p.get("name") or "": _int(p.get("nodePort")) for p in old_spec.get("ports") or []}

@@ -42,8 +42,8 @@ async def create(adm: ServiceAdmission, obj: dict, ok: bool = True) -> dict:
 
 
 async def update(adm: ServiceAdmission, old: dict, new: dict, ok: bool = True) -> dict:
+    S.prepare_for_update(new, old)  # the API server's order: prepare, then default
     S.default(new)
-    S.prepare_for_update(new, old)
     assert S.validate_update(new, old) == [], S.validate_update(new, old)
     finish = await adm.admit("UPDATE", new, old)
     finish(ok)
@@ -243,8 +243,8 @@ async def test_type_transitions():
     new = copy.deepcopy(back)
     new["spec"]["type"] = "ExternalName"
     new["spec"]["externalName"] = "db.example.com"
-    S.default(new)
     S.prepare_for_update(new, back)
+    S.default(new)
     finish = await adm.admit("UPDATE", new, back)
     assert adm.ips.holder(ip) == "default/web"
     finish(True)

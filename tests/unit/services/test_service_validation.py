@@ -35,8 +35,8 @@ def errors(obj: dict) -> list[str]:
 
 def updated(old: dict, new: dict) -> tuple[dict, list[str]]:
     new = copy.deepcopy(new)
+    S.prepare_for_update(new, old)  # the API server's order: prepare, then default
     S.default(new)
-    S.prepare_for_update(new, old)
     return new, [str(e) for e in S.validate_update(new, old)]
 
 
@@ -255,6 +255,12 @@ def test_replace_without_allocated_values_keeps_them():
     new, errs = updated(old, svc(type="NodePort", ports=[{"port": 80, "name": "http"}]))
     assert errs == []
     assert new["spec"]["clusterIP"] == "10.96.100.1" and new["spec"]["ports"][0]["nodePort"] == 31000
+
+
+def test_replace_keeps_the_stored_family_policy():
+    old = stored(svc(clusterIP="None", ports=P80))  # headless, no selector: RequireDualStack
+    new, errs = updated(old, svc(clusterIP="None", ports=P80, selector={"app": "x"}))
+    assert errs == [] and new["spec"]["ipFamilyPolicy"] == "RequireDualStack"
 
 
 def test_to_external_name_wipes_cluster_ip_and_families():
