@@ -154,28 +154,76 @@ def is_open(node: dict | None) -> bool:
     return not types or types <= {"object", "null"}
 
 
-def _walk_unknown(value: Any, node: dict | None, path: str, out: list[str]) -> None:
-    node = resolve(node)
-    if node is None or is_open(node):
-        return
-    if isinstance(value, dict):
-        props = node.get("properties")
+class _Compiled:
+    """A schema node digested once for the hot walks (unknown fields, pruning, type errors)."""
+
+    __slots__ = ("kind", "props", "ap", "items", "scalar", "go_type", "struct_name")
+
+    def __init__(self, field_node: dict) -> None:
+        node = resolve(field_node) or {}
         ap = node.get("additionalProperties")
-        if props is None and not isinstance(ap, dict):
-            return
+        items = node.get("items")
+        self.props: dict | None = node.get("properties")
+        self.ap: dict | None = ap if isinstance(ap, dict) else None
+        self.items: dict | None = items if isinstance(items, dict) else None
+        name = ref_name(field_node)
+        self.struct_name = name.rsplit(".", 1)[-1] if name else ""
+        self.go_type = _go_type(field_node) if name or self.items is not None or self.ap is not None \
+            else _scalar_go_type(node)
+        self.scalar = ""
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            self.kind = "open"
+        elif self.props is not None or self.ap is not None:
+            self.kind = "object"
+        elif self.items is not None:
+            self.kind = "list"
+        elif "oneOf" in node or "anyOf" in node:
+            self.kind, self.scalar = "scalar", "intstr"
+        else:
+            types = _types(node) - {"null"}
+            if not types or types <= {"object"}:
+                self.kind = "open"
+            else:
+                self.kind = "scalar"
+                for t, tag in (("integer", "int"), ("number", "number"), ("boolean", "bool"), ("string", "string")):
+                    if t in types:
+                        self.scalar = tag
+                        break
+
+
+_COMPILED: dict[int, tuple[dict, _Compiled]] = {}
+
+
+def _compiled(field_node: dict) -> _Compiled:
+    hit = _COMPILED.get(id(field_node))
+    if hit is not None and hit[0] is field_node:
+        return hit[1]
+    c = _Compiled(field_node)
+    _COMPILED[id(field_node)] = (field_node, c)  # the node is kept alive, so its id stays its own
+    return c
+
+
+@functools.cache
+def _kind_ref(group: str, version: str, kind: str) -> dict | None:
+    name = definition_name(group, version, kind)
+    return {"$ref": "#/$defs/" + name} if name else None
+
+
+def _walk_unknown(value: Any, c: _Compiled, path: str, out: list[str]) -> None:
+    if c.kind == "object" and isinstance(value, dict):
+        props, ap = c.props, c.ap
         for k, v in value.items():
             sub_path = f"{path}.{k}" if path else k
             if props is not None and k in props:
-                _walk_unknown(v, props[k], sub_path, out)
-            elif isinstance(ap, dict):
-                _walk_unknown(v, ap, sub_path, out)
-            elif props is not None:
+                _walk_unknown(v, _compiled(props[k]), sub_path, out)
+            elif ap is not None:
+                _walk_unknown(v, _compiled(ap), sub_path, out)
+            else:
                 out.append(sub_path)
-    elif isinstance(value, list):
-        it = node.get("items")
-        if isinstance(it, dict):
-            for i, v in enumerate(value):
-                _walk_unknown(v, it, f"{path}[{i}]", out)
+    elif c.kind == "list" and isinstance(value, list):
+        it = _compiled(c.items)
+        for i, v in enumerate(value):
+            _walk_unknown(v, it, f"{path}[{i}]", out)
 
 
 def unknown_fields(obj: dict, rt: ResourceType) -> list[str]:
@@ -183,51 +231,60 @@ def unknown_fields(obj: dict, rt: ResourceType) -> list[str]:
 
     e.g. ["spec.foo", "spec.ports[0].bogus"]; apiVersion/kind/metadata are known.
     """
-    node = kind_schema(rt)
-    if node is None:
-        return []
-    out: list[str] = []
-    _walk_unknown(obj, node, "", out)
-    return out
+    return unknown_fields_of(obj, rt.group, rt.version, rt.kind)
+
+
+def _has_unknown(value: Any, c: _Compiled) -> bool:
+    """The walk of _walk_unknown without building paths: most objects have no unknown field."""
+    if c.kind == "object" and isinstance(value, dict):
+        props, ap = c.props, c.ap
+        for k, v in value.items():
+            if props is not None and k in props:
+                if _has_unknown(v, _compiled(props[k])):
+                    return True
+            elif ap is not None:
+                if _has_unknown(v, _compiled(ap)):
+                    return True
+            else:
+                return True
+    elif c.kind == "list" and isinstance(value, list):
+        it = _compiled(c.items)
+        return any(_has_unknown(v, it) for v in value)
+    return False
 
 
 def unknown_fields_of(obj: dict, group: str, version: str, kind: str) -> list[str]:
     """unknown_fields for a kind given by group/version/kind (e.g. autoscaling/v1 Scale)."""
-    node = schema_for(group, version, kind)
-    if node is None:
+    ref = _kind_ref(group, version, kind)
+    if ref is None or not _has_unknown(obj, _compiled(ref)):
         return []
     out: list[str] = []
-    _walk_unknown(obj, node, "", out)
+    _walk_unknown(obj, _compiled(ref), "", out)
     return out
 
 
-def _prune(value: Any, node: dict | None) -> None:
-    node = resolve(node)
-    if node is None or is_open(node):
-        return
-    if isinstance(value, dict):
-        props = node.get("properties")
-        ap = node.get("additionalProperties")
-        if props is None and not isinstance(ap, dict):
-            return
+def _prune(value: Any, c: _Compiled) -> None:
+    if c.kind == "object" and isinstance(value, dict):
+        props, ap = c.props, c.ap
         for k in list(value):
             if props is not None and k in props:
-                _prune(value[k], props[k])
-            elif isinstance(ap, dict):
-                _prune(value[k], ap)
-            elif props is not None:
+                _prune(value[k], _compiled(props[k]))
+            elif ap is not None:
+                _prune(value[k], _compiled(ap))
+            else:
                 del value[k]
-    elif isinstance(value, list):
-        it = node.get("items")
-        if isinstance(it, dict):
-            for v in value:
-                _prune(v, it)
+    elif c.kind == "list" and isinstance(value, list):
+        it = _compiled(c.items)
+        for v in value:
+            _prune(v, it)
 
 
 def prune_unknown(obj: dict, rt: ResourceType) -> dict:
     """Drop, in place, the fields the kind's schema does not know (what decoding into
     the Go types does under fieldValidation=Ignore/Warn); returns obj."""
-    _prune(obj, kind_schema(rt))
+    ref = _kind_ref(rt.group, rt.version, rt.kind)
+    if ref is not None:
+        _prune(obj, _compiled(ref))
     return obj
 
 
@@ -314,68 +371,88 @@ def _json_kind(v: Any) -> str:
     return "null"
 
 
-def _accepts(node: dict, v: Any) -> tuple[bool, str]:
-    """Whether a scalar schema node takes v; second item is Go's description of a refused number."""
-    if v is None:
-        return True, ""
-    if "oneOf" in node or "anyOf" in node:  # int-or-string, quantity
+def _accepts(c: _Compiled, v: Any) -> tuple[bool, str]:
+    """Whether a scalar node takes v; second item is Go's description of a refused number."""
+    tag = c.scalar
+    if tag == "intstr":
         return isinstance(v, (str, int, float)) and not isinstance(v, bool), ""
-    t = node.get("type")
-    types = {t} if isinstance(t, str) else set(t or ())
-    types.discard("null")
-    if not types or "object" in types and "properties" not in node and "additionalProperties" not in node:
-        return True, ""
-    if "integer" in types:
+    if tag == "int":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False, ""
         if isinstance(v, float) and not v.is_integer():
             return False, f"number {v:g}"
         return True, ""
-    if "number" in types:
+    if tag == "number":
         return isinstance(v, (int, float)) and not isinstance(v, bool), ""
-    if "boolean" in types:
+    if tag == "bool":
         return isinstance(v, bool), ""
-    if "string" in types:
+    if tag == "string":
         return isinstance(v, str), ""
     return True, ""
 
 
-def _type_walk(v: Any, field_node: dict | None, struct: str, path: str) -> str | None:
-    node = resolve(field_node)
-    if node is None or v is None or node.get("x-kubernetes-preserve-unknown-fields"):
-        return None
-    props = node.get("properties")
-    ap = node.get("additionalProperties")
-    items = node.get("items")
-    if props is not None or isinstance(ap, dict):
+def _type_ok(v: Any, c: _Compiled) -> bool:
+    """The walk of _type_walk without building messages: most objects are well typed."""
+    if v is None or c.kind == "open":
+        return True
+    if c.kind == "object":
         if not isinstance(v, dict):
-            return (f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} "
-                    f"of type {_go_type(field_node)}")
-        my_struct = _go_name(ref_name(field_node) or "").split(".")[-1] if ref_name(field_node) else struct
+            return False
+        props, ap = c.props, c.ap
         for k, x in v.items():
             if props is not None and k in props:
-                err = _type_walk(x, props[k], my_struct, f"{path}.{k}" if path else k)
-            elif isinstance(ap, dict):
-                err = _type_walk(x, ap, struct if props is None else my_struct, path)
+                if not _type_ok(x, _compiled(props[k])):
+                    return False
+            elif ap is not None and not _type_ok(x, _compiled(ap)):
+                return False
+        return True
+    if c.kind == "list":
+        if not isinstance(v, list):
+            return False
+        it = _compiled(c.items)
+        return all(_type_ok(x, it) for x in v)
+    tag = c.scalar
+    if tag == "string":
+        return type(v) is str
+    if tag == "int":
+        return type(v) is int or (type(v) is float and v.is_integer())
+    if tag == "bool":
+        return type(v) is bool
+    return _accepts(c, v)[0]
+
+
+def _type_walk(v: Any, c: _Compiled, struct: str, path: str) -> str | None:
+    if v is None or c.kind == "open":
+        return None
+    if c.kind == "object":
+        if not isinstance(v, dict):
+            return f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
+        props, ap = c.props, c.ap
+        mine = c.struct_name or struct
+        for k, x in v.items():
+            if props is not None and k in props:
+                err = _type_walk(x, _compiled(props[k]), mine, f"{path}.{k}" if path else k)
+            elif ap is not None:
+                err = _type_walk(x, _compiled(ap), struct if props is None else mine, path)
             else:
                 err = None
             if err:
                 return err
         return None
-    if isinstance(items, dict):
+    if c.kind == "list":
         if not isinstance(v, list):
-            return (f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} "
-                    f"of type {_go_type(field_node)}")
+            return f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
+        it = _compiled(c.items)
         for x in v:
-            err = _type_walk(x, items, struct, path)
+            err = _type_walk(x, it, struct, path)
             if err:
                 return err
         return None
-    ok, shown = _accepts(node, v)
+    ok, shown = _accepts(c, v)
     if ok:
         return None
     return (f"json: cannot unmarshal {shown or _json_kind(v)} into Go struct field {struct}.{path} "
-            f"of type {_go_type(field_node) if ref_name(field_node) else _scalar_go_type(node)}")
+            f"of type {c.go_type}")
 
 
 def type_error(obj: dict, rt: ResourceType) -> str | None:
@@ -385,10 +462,13 @@ def type_error(obj: dict, rt: ResourceType) -> str | None:
     None when every value fits. kube-apiserver reports it (before unknown fields) as
     `Deployment in version "v1" cannot be handled as a Deployment: <this>` (see decode_error).
     """
-    name = definition_name(rt.group, rt.version, rt.kind)
-    if name is None:
+    ref = _kind_ref(rt.group, rt.version, rt.kind)
+    if ref is None:
         return None
-    return _type_walk(obj, {"$ref": "#/$defs/" + name}, rt.kind, "")
+    root = _compiled(ref)
+    if _type_ok(obj, root):
+        return None
+    return _type_walk(obj, root, rt.kind, "")
 
 
 def decode_error(rt: ResourceType, message: str):
