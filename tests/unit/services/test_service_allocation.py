@@ -16,6 +16,8 @@ from kubesvc.apiserver.services import (
     PortRange,
     ServiceAdmission,
     builtin_objects,
+    held_ips,
+    held_ports,
 )
 from kubesvc.objects.errors import StatusError
 from kubesvc.objects.service import ServiceStrategy
@@ -357,3 +359,77 @@ async def test_builtins_derive_from_the_cidr_and_pass_admission():
     assert [(p["port"], p["protocol"]) for p in dns["spec"]["ports"]] == [(53, "UDP"), (53, "TCP"), (9153, "TCP")]
     other = builtin_objects("127.0.0.1", 6443, "10.100.0.0/16")
     assert other[0]["spec"]["clusterIP"] == "10.100.0.1" and other[3]["spec"]["clusterIP"] == "10.100.0.10"
+
+
+# -- model: any sequence of writes, any of them failing, leaves the pools = what is stored ----------
+
+_op = st.tuples(
+    st.sampled_from(["create", "update", "delete"]),
+    st.integers(0, 5),  # which service
+    st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName", "headless", "local-lb"]),
+    st.one_of(st.none(), st.sampled_from(["10.96.0.2", "10.96.0.3"])),  # a requested IP
+    st.one_of(st.none(), st.sampled_from([30000, 30001])),  # a requested node port
+    st.booleans(),  # does the store write succeed?
+)
+
+
+def _spec_for(kind: str, ip: str | None, port: int | None) -> dict:
+    if kind == "ExternalName":
+        return {"type": "ExternalName", "externalName": "db.example.com"}
+    if kind == "headless":
+        return {"clusterIP": "None", "selector": {"a": "b"}, "ports": [{"port": 80}]}
+    spec: dict = {"type": "LoadBalancer" if kind == "local-lb" else kind, "ports": [{"port": 80}]}
+    if kind == "local-lb":
+        spec["externalTrafficPolicy"] = "Local"
+    if ip:
+        spec["clusterIP"] = ip
+    if port and kind != "ClusterIP":
+        spec["ports"][0]["nodePort"] = port
+    return spec
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_op, max_size=30))
+def test_admission_model(ops):
+    adm = ServiceAdmission("10.96.0.0/28", "30000-30007")
+    stored: dict[str, dict] = {}
+
+    async def run():
+        for op, i, kind, ip, port, ok in ops:
+            name = f"s{i}"
+            key = f"default/{name}"
+            old = stored.get(key)
+            try:
+                if op == "create" and old is None:
+                    obj = svc(name, **_spec_for(kind, ip, port))
+                    finish = await adm.admit("CREATE", obj, None)
+                elif op == "update" and old is not None:
+                    obj = copy.deepcopy(old)
+                    obj["spec"] = _spec_for(kind, ip, port)
+                    S.prepare_for_update(obj, old)
+                    S.default(obj)
+                    if S.validate_update(obj, old):
+                        continue  # refused by validation (e.g. a changed clusterIP)
+                    finish = await adm.admit("UPDATE", obj, old)
+                elif op == "delete" and old is not None:
+                    obj = None
+                    finish = await adm.admit("DELETE", None, old)
+                else:
+                    continue
+            except StatusError:
+                continue
+            finish(ok)
+            if ok:
+                if obj is None:
+                    del stored[key]
+                else:
+                    stored[key] = obj
+            # invariant: the pools hold exactly what the stored services hold, each value once
+            want_ips = {ip: k for k, o in stored.items() for ip in held_ips(o)}
+            want_ports = {p: k for k, o in stored.items() for p in held_ports(o)}
+            assert sum(len(held_ips(o)) for o in stored.values()) == len(want_ips)
+            assert sum(len(held_ports(o)) for o in stored.values()) == len(want_ports)
+            assert {adm.ips.nth(1 + s): o for s, o in adm.ips.pool.owner.items()} == want_ips
+            assert {30000 + s: o for s, o in adm.ports.pool.owner.items()} == want_ports
+
+    asyncio.run(run())
