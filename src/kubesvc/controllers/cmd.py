@@ -35,6 +35,10 @@ def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, cont
     names = [n.strip() for n in controllers.split(",") if n.strip()]
     if "*" in names:
         names = list(ALL_CONTROLLERS)
+    unknown = [n for n in names if n not in ALL_CONTROLLERS]
+    if unknown:
+        raise click.BadParameter(f"unknown controllers: {', '.join(unknown)} "
+                                 f"(known: {', '.join(ALL_CONTROLLERS)})", param_hint="--controllers")
     try:
         parse_pool(lb_pool)
         CIDRSet(cluster_cidr, node_cidr_mask_size)
@@ -43,11 +47,8 @@ def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, cont
 
     async def main() -> None:
         client = make_client(kubeconfig, server, field_manager="kube-controller-manager")
-        try:
-            mgr = ControllerManager(client, names, cluster_cidr=cluster_cidr,
-                                    node_cidr_mask_size=node_cidr_mask_size, lb_pool=lb_pool)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--controllers")
+        mgr = ControllerManager(client, names, cluster_cidr=cluster_cidr,
+                                node_cidr_mask_size=node_cidr_mask_size, lb_pool=lb_pool)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,15 +18,18 @@ from tests.lib.cluster import APIServer
 class ControllersProcess:
     """`kubesvc controllers --server URL ...` as a child process."""
 
-    def __init__(self, server: APIServer, *args: str):
+    def __init__(self, server: APIServer, *args: str, via_kubeconfig: bool = False):
         self.server, self.args = server, args
+        self.via_kubeconfig = via_kubeconfig
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(server.data_dir) / "controllers.log"
 
     def start(self) -> "ControllersProcess":
         log = open(self.log_path, "ab")
+        target = ["--kubeconfig", str(self.server.kubeconfig)] if self.via_kubeconfig \
+            else ["--server", self.server.url]
         self.proc = subprocess.Popen([sys.executable, "-m", "kubesvc.cli", "controllers",
-                                      "--server", self.server.url, "-v", *self.args],
+                                      *target, "-v", *self.args],
                                      stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: b"kubesvc controllers: running" in self.log_path.read_bytes(), 20,
                  "controllers did not start")

@@ -21,7 +21,7 @@ POOL = "192.168.200.10-192.168.200.11"
 @pytest.fixture(scope="module")
 def kube(apiserver):
     k = Kube(apiserver)
-    k.ctl = ControllersProcess(apiserver, "--lb-pool", POOL).start()
+    k.ctl = ControllersProcess(apiserver, "--lb-pool", POOL, via_kubeconfig=True).start()
     k.kubectl("create", "namespace", NS)
     yield k
     k.ctl.stop()
@@ -58,6 +58,17 @@ def test_addresses_assigned_pending_and_released(kube):
     out = kube.kubectl("get", "svc", "c", "-n", NS).stdout
     assert "<pending>" in out
     assert "AllocationFailed" in kube.kubectl("get", "events", "-n", NS).stdout
+    # the same event again is aggregated: one Event object whose count goes up
+    for i in range(2):
+        kube.kubectl("annotate", "svc", "c", "-n", NS, f"touch={i}", "--overwrite")
+
+    def failed_events():
+        evs = [e for e in kube.items(f"/api/v1/namespaces/{NS}/events")
+               if e["involvedObject"]["name"] == "c" and e["reason"] == "AllocationFailed"]
+        return len(evs) == 1 and evs[0]["count"] >= 3 and evs[0]
+    ev = wait_for(failed_events, 5, "aggregated event")
+    assert ev["type"] == "Warning" and ev["source"]["component"] == "service-controller"
+    assert ev["involvedObject"]["kind"] == "Service" and ev["firstTimestamp"] and ev["lastTimestamp"]
     # deleting a frees its address for c
     kube.kubectl("delete", "svc", "a", "-n", NS)
     assert wait_for(lambda: ingress(kube, "c"), 5, "c gets a's address") == ["192.168.200.10"]

@@ -171,3 +171,16 @@ def test_scheduler_reasons_in_kube_words():
 def test_int_or_percent():
     assert int_or_percent("25%", 3, True) == 1 and int_or_percent("25%", 3, False) == 0
     assert int_or_percent(2, 10, True) == 2
+
+
+def test_cli_refuses_bad_flags():
+    from click.testing import CliRunner
+
+    from kubesvc.controllers.cmd import command
+    r = CliRunner().invoke(command, ["--server", "http://127.0.0.1:1", "--lb-pool", "10.0.0.9-10.0.0.1"])
+    assert r.exit_code == 2 and "invalid range" in r.output
+    r = CliRunner().invoke(command, ["--server", "http://127.0.0.1:1", "--cluster-cidr", "10.244.0.0/16",
+                                     "--node-cidr-mask-size", "8"])
+    assert r.exit_code == 2 and "larger than the cluster CIDR" in r.output
+    r = CliRunner().invoke(command, ["--server", "http://127.0.0.1:1", "--controllers", "endpoints,bogus"])
+    assert r.exit_code == 2 and "unknown controllers: bogus" in r.output
