@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kubesvc.objects import service as svc  # registers the Service strategy
-from kubesvc.objects.errors import FieldError, StatusError, internal_error, invalid, invalid_object
+from kubesvc.objects.errors import FieldError, internal_error, invalid, invalid_object
 from kubesvc.objects.strategy import Finish
 
 __all__ = ["IPRange", "PortRange", "ServiceAdmission", "builtin_objects", "AllocationError"]
