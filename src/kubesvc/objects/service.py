@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from typing import Any
 
 from kubesvc.objects.errors import (
@@ -356,14 +357,18 @@ def is_valid_port_num(port: Any) -> list[str]:
     return []
 
 
+_PORT_NAME_CHARSET = re.compile(r"^[-a-z0-9]+$")
+_PORT_NAME_LETTER = re.compile(r"[a-z]")
+
+
 def is_valid_port_name(port: str) -> list[str]:
-    import re
+    """validation.IsValidPortName (an IANA_SVC_NAME)."""
     errs = []
     if len(port) > 15:
         errs.append("must be no more than 15 characters")
-    if not re.match(r"^[-a-z0-9]+$", port):
+    if not _PORT_NAME_CHARSET.match(port):
         errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
-    if not re.search(r"[a-z]", port):
+    if not _PORT_NAME_LETTER.search(port):
         errs.append("must contain at least one letter (a-z)")
     if "--" in port:
         errs.append("must not contain consecutive hyphens")
