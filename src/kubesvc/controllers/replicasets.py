@@ -10,6 +10,7 @@ observedGeneration) is written through /status only when it changed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -113,24 +114,36 @@ class ReplicaSetController(Controller):
         await self._update_status(rs, self.owned_pods(rs))
 
     async def _create(self, rs: Any, n: int) -> None:
-        for _ in range(n):
-            body = pod_from_template(rs)
-            for attempt in range(3):
-                try:
-                    pod = await self.client.create(Pod.from_dict(body), namespace=rs.metadata.namespace)
-                    break
-                except Exception as err:
-                    # a name clash with the random suffix: draw again
-                    if getattr(getattr(err, "status", None), "code", None) == 409 and attempt < 2:
-                        body["metadata"]["name"] = body["metadata"]["generateName"] + rand_string(5)
-                        continue
-                    self.recorder.warning(rs, "FailedCreate", f"Error creating: {err}",
-                                          api_version="apps/v1", kind="ReplicaSet")
-                    raise
-            self.writes += 1
-            self.pods.record(pod)
-            self.recorder.normal(rs, "SuccessfulCreate", f"Created pod: {pod.metadata.name}",
-                                 api_version="apps/v1", kind="ReplicaSet")
+        """Create n pods in slow-start batches (1, 2, 4, ...) as kube does: a template the
+        server refuses fails once, not n times."""
+        batch, left = 1, n
+        while left > 0:
+            size = min(batch, left)
+            results = await asyncio.gather(*(self._create_one(rs) for _ in range(size)), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+            left -= size
+            batch *= 2
+
+    async def _create_one(self, rs: Any) -> None:
+        body = pod_from_template(rs)
+        for attempt in range(3):
+            try:
+                pod = await self.client.create(Pod.from_dict(body), namespace=rs.metadata.namespace)
+                break
+            except Exception as err:
+                # a name clash with the random suffix: draw again
+                if getattr(getattr(err, "status", None), "code", None) == 409 and attempt < 2:
+                    body["metadata"]["name"] = body["metadata"]["generateName"] + rand_string(5)
+                    continue
+                self.recorder.warning(rs, "FailedCreate", f"Error creating: {err}",
+                                      api_version="apps/v1", kind="ReplicaSet")
+                raise
+        self.writes += 1
+        self.pods.record(pod)
+        self.recorder.normal(rs, "SuccessfulCreate", f"Created pod: {pod.metadata.name}",
+                             api_version="apps/v1", kind="ReplicaSet")
 
     async def _delete(self, rs: Any, victims: list[Any]) -> None:
         for pod in victims:
