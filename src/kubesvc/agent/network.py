@@ -10,8 +10,8 @@ debugging), a veth whose node end is a port of the bridge (hairpin on, so a pod
 reaches itself through a service) and whose pod end is `eth0` with the pod IP,
 loopback up, default route via the bridge.
 
-All netlink work goes through pyroute2 on one worker thread (netlink calls block,
-and namespace switches are per thread); the iptables rules go through
+All netlink work goes through pyroute2 on a few worker threads (netlink calls
+block, and namespace switches are per thread); the iptables rules go through
 iptables-restore, as kube-proxy writes its own.
 """
 
@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,7 +105,10 @@ class PodNetwork:
         self.pod_cidr: str | None = None
         self.gateway: str | None = None
         self.prefixlen = 24
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="podnet")
+        # Pods are set up in parallel (each thread switches its own namespace); node-wide
+        # changes (bridge, rules, routes) take the lock.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="podnet")
+        self._node_lock = threading.Lock()
         self._routes: dict[str, str] = {}
 
     async def _call(self, fn, *args):
@@ -119,6 +123,10 @@ class PodNetwork:
         return await self._call(self._setup_node)
 
     def _setup_node(self) -> list[str]:
+        with self._node_lock:
+            return self._setup_node_locked()
+
+    def _setup_node_locked(self) -> list[str]:
         warnings: list[str] = []
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=BRIDGE)
@@ -181,7 +189,7 @@ class PodNetwork:
             await self._call(self._sync_routes, dict(peers))
 
     def _sync_routes(self, peers: dict[str, str]) -> None:
-        with IPRoute() as ipr:
+        with self._node_lock, IPRoute() as ipr:
             for r in ipr.get_routes(family=2, proto=ROUTE_PROTO):
                 dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
                 if peers.get(dst) != r.get_attr("RTA_GATEWAY"):
@@ -216,7 +224,7 @@ class PodNetwork:
             v = ipr.link_lookup(ifname=veth)[0]
             br = ipr.link_lookup(ifname=BRIDGE)[0]
             ipr.link("set", index=v, master=br, state="up")
-        subprocess.run(["bridge", "link", "set", "dev", veth, "hairpin", "on"], capture_output=True)
+            ipr.brport("set", index=v, mode=1)  # hairpin: a pod reaches itself through a service
         with in_netns(name), IPRoute() as pod:
             lo = pod.link_lookup(ifname="lo")[0]
             pod.link("set", index=lo, state="up")

@@ -45,7 +45,7 @@ def _errtext(err: OSError) -> str:
     return os.strerror(err.errno).lower() if err.errno else str(err)
 
 
-async def run_probe(probe: Any, container: Any, pod_ip: str, exec_prefix: list[str],
+async def run_probe(probe: Any, container: Any, pod_ip: str, exec_prefix: list[str] | None,
                     env: dict[str, str]) -> ProbeResult:
     """One probe attempt; never raises."""
     timeout = probe.timeoutSeconds or 1
@@ -64,6 +64,8 @@ async def run_probe(probe: Any, container: Any, pod_ip: str, exec_prefix: list[s
             w.close()
             return ProbeResult(True)
         if probe.exec is not None:
+            if exec_prefix is None:
+                return ProbeResult(False, "the container's processes are not there to run the command in")
             return await _exec(list(probe.exec.command or []), exec_prefix, env, timeout)
         if getattr(probe, "grpc", None) is not None:
             return ProbeResult(False, "grpc probes are not supported by kubesvc")
@@ -126,7 +128,7 @@ class ProbeWorker:
     """Runs one probe of one container run and reports result changes."""
 
     def __init__(self, kind: str, probe: Any, container: Any, *, pod_ip: str,
-                 exec_prefix: list[str], env: dict[str, str],
+                 exec_prefix: Callable[[], list[str] | None] | list[str], env: dict[str, str],
                  gate: Callable[[], bool], on_result: Callable[[str, bool, str, bool], None]):
         self.kind = kind  # "readiness" | "liveness" | "startup"
         self.probe = probe
@@ -157,7 +159,8 @@ class ProbeWorker:
         count = 0
         while True:
             if self.gate():
-                r = await run_probe(p, self.container, self.pod_ip, self.exec_prefix, self.env)
+                prefix = self.exec_prefix() if callable(self.exec_prefix) else self.exec_prefix
+                r = await run_probe(p, self.container, self.pod_ip, prefix, self.env)
                 count = count + 1 if r.ok == last else 1
                 last = r.ok
                 threshold = success_threshold if r.ok else failure_threshold

@@ -180,14 +180,20 @@ class Runtime:
         else:
             on_exit(137, False)
 
+    def _init(self, h: Handle) -> int:
+        if not h.init_pid:
+            kids = procs.children(h.pid)
+            h.init_pid = kids[0] if kids else 0
+        return h.init_pid
+
     def terminate(self, h: Handle) -> None:
         """SIGTERM to the command (through the shim, which forwards it)."""
-        procs.send(h.init_pid or h.pid, signal.SIGTERM)
+        procs.send(self._init(h) or h.pid, signal.SIGTERM)
 
     def kill(self, h: Handle) -> None:
         """SIGKILL to everything in the container."""
         if self.isolated:
-            procs.send(h.init_pid, signal.SIGKILL)  # pid-namespace init: the kernel kills the rest
+            procs.send(self._init(h), signal.SIGKILL)  # pid-namespace init: the kernel kills the rest
             procs.send(h.pid, signal.SIGKILL)
         else:
             procs.kill_group(h.pid)

@@ -253,12 +253,17 @@ class PodWorker:
         c.rec.started_at = now_rfc3339()
         c.handle, c.env, c.terminated = h, env, None
         c.ran_since = time.monotonic()
-        await a.runtime.find_init(h)
-        c.rec.init_pid = h.init_pid
         a.save(self.rec)
+        asyncio.create_task(self._record_init(c, h))  # not on the start path: Running is already true
         a.events.pod(pod, "Created", f"Created container {spec.name}", container=spec.name)
         a.events.pod(pod, "Started", f"Started container {spec.name}", container=spec.name)
         self._running(c)
+
+    async def _record_init(self, c: ContainerRun, h: Handle) -> None:
+        await self.agent.runtime.find_init(h)
+        if c.handle is h and h.init_pid:
+            c.rec.init_pid = h.init_pid
+            self.agent.save(self.rec)
 
     def adopt(self, c: ContainerRun, h: Handle) -> None:
         """Take over a run an earlier agent started."""
@@ -272,7 +277,7 @@ class PodWorker:
         a.runtime.watch(c.handle, lambda code, known, h=c.handle: self._exited(c, h, code, known))
         c.started = spec.startupProbe is None
         c.ready = spec.readinessProbe is None and c.started
-        prefix = self._exec_prefix(c)
+        prefix = lambda c=c: self._exec_prefix(c)  # noqa: E731 - the init pid may come later
         for kind, probe in (("startup", spec.startupProbe), ("readiness", spec.readinessProbe),
                             ("liveness", spec.livenessProbe)):
             if probe is None:
@@ -283,10 +288,14 @@ class PodWorker:
             w.start()
             c.probes.append(w)
 
-    def _exec_prefix(self, c: ContainerRun) -> list[str]:
-        if not self.agent.isolated or not c.handle or not c.handle.init_pid:
+    def _exec_prefix(self, c: ContainerRun) -> list[str] | None:
+        """How to run a command inside the container (None: not possible right now)."""
+        if not self.agent.isolated:
             return []
-        return ["nsenter", "-t", str(c.handle.init_pid), "-m", "-p", "-u", "-n", "-w", "--"]
+        init = self.agent.runtime._init(c.handle) if c.handle else 0
+        if not init:
+            return None
+        return ["nsenter", "-t", str(init), "-m", "-p", "-u", "-n", "-w", "--"]
 
     def _probed(self, c: ContainerRun, kind: str, ok: bool, message: str, changed: bool) -> None:
         if not ok and message:
