@@ -61,16 +61,32 @@ def decode(rt: ResourceType, value: bytes, mod_revision: int) -> dict:
     return obj
 
 
-@dataclass(slots=True)
 class CacheEvent:
-    """One change of one object, decoded (type is ADDED, MODIFIED or DELETED)."""
+    """One change of one object, decoded (type is ADDED, MODIFIED or DELETED).
 
-    rev: int
-    type: str
-    rt: ResourceType
-    namespace: str
-    obj: dict
-    prev: dict | None
+    The previous version is decoded only when someone asks (a watcher with a
+    selector, the garbage collector): replaying history at start-up would
+    otherwise decode every change twice.
+    """
+
+    __slots__ = ("rev", "type", "rt", "namespace", "obj", "_prev", "_prev_raw")
+
+    def __init__(self, rev: int, type: str, rt: ResourceType, namespace: str, obj: dict,
+                 prev: dict | None = None, prev_raw: tuple[bytes, int] | None = None):
+        self.rev = rev
+        self.type = type
+        self.rt = rt
+        self.namespace = namespace
+        self.obj = obj
+        self._prev = prev
+        self._prev_raw = prev_raw
+
+    @property
+    def prev(self) -> dict | None:
+        if self._prev is None and self._prev_raw is not None:
+            self._prev = decode(self.rt, *self._prev_raw)
+            self._prev_raw = None
+        return self._prev
 
 
 Filter = Callable[[dict], bool]
@@ -192,13 +208,23 @@ class WatchCache:
             return
         rt, ns, name = k
         rev = e.kv.mod_revision
-        obj = decode(rt, e.kv.value, rev)
-        prev = decode(rt, e.prev.value, e.prev.mod_revision) if e.prev is not None else None
         if e.type == "DELETE":
             typ = "DELETED"
         else:
             typ = "MODIFIED" if e.prev is not None else "ADDED"
-        ev = CacheEvent(rev, typ, rt, ns, obj, prev)
+        cur = None if history else self.get(rt, ns, name)
+        if cur is not None and e.prev is not None and cur["metadata"].get("resourceVersion") == str(e.prev.mod_revision):
+            # Live change: the previous version is the cached object, no need to decode it again.
+            prev = cur
+            if typ == "DELETED":
+                obj = {**cur, "metadata": {**cur["metadata"], "resourceVersion": str(rev)}}
+            else:
+                obj = decode(rt, e.kv.value, rev)
+            ev = CacheEvent(rev, typ, rt, ns, obj, prev)
+        else:
+            obj = decode(rt, e.kv.value, rev)
+            ev = CacheEvent(rev, typ, rt, ns, obj, None,
+                            (e.prev.value, e.prev.mod_revision) if e.prev is not None else None)
         self._events.append(ev)
         if len(self._events) == self._events.maxlen:
             self._oldest = self._events[0].rev
