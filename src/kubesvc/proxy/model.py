@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ServicePortName:
-    """One port of one service: ``namespace/name:port`` as kube-proxy prints it."""
+class ServicePortName(NamedTuple):
+    """One port of one service: ``namespace/name:port`` as kube-proxy prints it.
+
+    A NamedTuple rather than a dataclass: it is a dict key and a sort key tens of
+    thousands of times per sync, and tuple hashing/ordering run in C.
+    """
 
     namespace: str
     name: str
@@ -89,12 +93,13 @@ class EndpointSet:
 
     cluster: tuple[Endpoint, ...] = ()
     local: tuple[Endpoint, ...] = ()
+    all: tuple[Endpoint, ...] = ()  # computed: cluster + local without duplicates
 
-    @property
-    def all(self) -> tuple[Endpoint, ...]:
-        seen = dict.fromkeys(self.cluster)
-        seen.update(dict.fromkeys(self.local))
-        return tuple(seen)
+    def __post_init__(self) -> None:
+        if not self.all and (self.cluster or self.local):
+            seen = dict.fromkeys(self.cluster)
+            seen.update(dict.fromkeys(self.local))
+            object.__setattr__(self, "all", tuple(seen))
 
     @classmethod
     def categorize(cls, endpoints: list[Endpoint] | tuple[Endpoint, ...]) -> "EndpointSet":
@@ -141,10 +146,11 @@ class DesiredState:
 def port_proto_hash(spn: ServicePortName | str, protocol: str) -> str:
     """kube-proxy's chain-name hash: base32(sha256(name + protocol))[:16]."""
     digest = hashlib.sha256(f"{spn}{protocol.lower()}".encode()).digest()
-    return base64.b32encode(digest).decode()[:16]
+    # 16 base32 characters are exactly the first 10 bytes: encode only those (3x faster)
+    return base64.b32encode(digest[:10]).decode()
 
 
 def endpoint_hash(spn: ServicePortName | str, protocol: str, endpoint: str) -> str:
     """kube-proxy's KUBE-SEP- hash: base32(sha256(name + protocol + ip:port))[:16]."""
     digest = hashlib.sha256(f"{spn}{protocol.lower()}{endpoint}".encode()).digest()
-    return base64.b32encode(digest).decode()[:16]
+    return base64.b32encode(digest[:10]).decode()

@@ -20,6 +20,10 @@ CHUNK = b"x" * 65536
 class Http(asyncio.Protocol):
     def connection_made(self, transport):
         self.t = transport
+        self.streaming = 0
+        self.eof = False
+        self.can_write = asyncio.Event()
+        self.can_write.set()
         self.buf = b""
         self.peer = transport.get_extra_info("peername")[0].encode()
 
@@ -39,14 +43,8 @@ class Http(asyncio.Protocol):
         if path.startswith(b"/bytes/") or path.startswith(b"/slow/"):
             n = int(path.rsplit(b"/", 1)[1])
             self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (n, conn))
-            if path.startswith(b"/bytes/"):
-                while n > 0:
-                    self.t.write(CHUNK[:min(n, 65536)])
-                    n -= 65536
-                if close:
-                    self.t.close()
-            else:
-                asyncio.get_running_loop().create_task(self.slow(n, close))
+            delay = 0.0 if path.startswith(b"/bytes/") else 0.05
+            asyncio.get_running_loop().create_task(self.stream(n, close, delay))
             return
         body = (self.peer if path == b"/ip" else NAME) + b"\n"
         self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
@@ -54,12 +52,30 @@ class Http(asyncio.Protocol):
         if close:
             self.t.close()
 
-    async def slow(self, n, close):
+    def eof_received(self):
+        # half-close aware: the client is done sending, finish what we owe it, then close
+        self.eof = True
+        if not self.streaming:
+            self.t.close()
+        return True
+
+    def pause_writing(self):
+        self.can_write.clear()
+
+    def resume_writing(self):
+        self.can_write.set()
+
+    async def stream(self, n, close, delay):
+        """n bytes in 64 KiB writes, honouring back-pressure (and a delay per write for /slow)."""
+        self.streaming += 1
         while n > 0 and not self.t.is_closing():
+            await self.can_write.wait()
             self.t.write(CHUNK[:min(n, 65536)])
             n -= 65536
-            await asyncio.sleep(0.05)
-        if close:
+            if delay:
+                await asyncio.sleep(delay)
+        self.streaming -= 1
+        if close or (self.eof and not self.streaming):
             self.t.close()
 
 

@@ -170,3 +170,60 @@ def test_kill9_keeps_traffic_and_restart_keeps_rules(env):
     feed.flush()
     assert _kube_rules(lab) == before or proxy.mode == "userspace"
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 40)) == ALL
+
+
+HALF_CLOSE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b"GET /bytes/3000000 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+s.shutdown(socket.SHUT_WR)  # half-close: we are done sending, the answer must still come
+data = b""
+while chunk := s.recv(1 << 16):
+    data += chunk
+print(len(data.partition(b"\\r\\n\\r\\n")[2]))
+"""
+
+
+def test_half_close_and_connection_close_load(env):
+    lab, _, proxy = env
+    r = lab.topo.run(lab.client, f"{sys.executable} -c '{HALF_CLOSE}' {NODE_IP} 30080", check=False)
+    assert r.stdout.strip() == "3000000", r.stderr
+    # connection-close load passes every EOF through the relay (uvloop write_eof crash guard)
+    out = lab.topo.run(lab.client, f"wrk -t1 -c64 -d3s -H 'Connection: close' http://{NODE_IP}:30080/",
+                       check=False).stdout
+    done = int(out.split(" requests in ")[0].split()[-1])
+    assert done > 1000, out
+    assert proxy.proc.poll() is None, "the proxy died under connection-close load"
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == ALL
+
+
+UDP_LOOP = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40053))  # one source port all along: one conntrack entry
+s.settimeout(0.2)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    s.sendto(b"q", ("10.96.10.14", 53))
+    try:
+        print(s.recvfrom(100)[0].decode().strip(), flush=True)
+    except socket.timeout:
+        print("-", flush=True)
+    time.sleep(0.1)
+"""
+
+
+def test_udp_flow_follows_a_moved_endpoint(env):
+    """DNS must not black-hole after the DNS pod moves: stale UDP conntrack entries are cleared."""
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "4"],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    feed.apply(endpoint_slice("dns", [p2], protocol="UDP"))
+    answers = loop.communicate(timeout=10)[0].split()
+    try:
+        assert answers[0] == "pod0"
+        assert answers[-5:] == ["pod2"] * 5, answers
+    finally:
+        feed.apply(endpoint_slice("dns", [p0], protocol="UDP"))

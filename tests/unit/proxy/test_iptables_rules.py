@@ -98,3 +98,25 @@ def test_partial_syncs_leave_what_a_full_sync_would():
 def test_backend_flag_wins():
     assert detect_backend("legacy")[0].restore == "iptables-legacy-restore"
     assert detect_backend("nft")[0].save == "iptables-nft-save"
+
+
+def test_chunked_first_sync_equals_one_transaction():
+    import kubesvc.proxy.dataplanes.iptables as ipt
+    rng = random.Random(3)
+    state = _random_state(rng, 95)
+    ref_dp = IptablesDataPlane(Backend("nft"))
+    ref_dp.compute(DesiredState(state), True)
+    ref: dict = {}
+    _apply(ref_dp.render_full(set()), ref)
+    old, ipt.NFT_CHUNK = ipt.NFT_CHUNK, 20
+    try:
+        dp = IptablesDataPlane(Backend("nft"))
+        dp.compute(DesiredState(state), True)
+        texts = dp._render_chunked()
+    finally:
+        ipt.NFT_CHUNK = old
+    assert len(texts) == 5
+    kernel: dict = {}
+    for t in texts:
+        _apply(t, kernel)
+    assert kernel == ref

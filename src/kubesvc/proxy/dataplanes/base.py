@@ -16,7 +16,8 @@ class SyncResult:
     services_written: int = 0
     rules: dict[str, int] = field(default_factory=dict)  # table -> rules programmed
     compute_seconds: float = 0.0
-    apply_seconds: float = 0.0
+    apply_seconds: float = 0.0   # the kernel transaction (iptables-restore)
+    other_seconds: float = 0.0   # housekeeping (jump rules, hint chain) on full syncs
 
 
 class DataPlane(Protocol):

@@ -173,8 +173,11 @@ class TcpRelay(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.pause_reading()  # type: ignore[attr-defined]
-        peername = transport.get_extra_info("peername")
-        asyncio.get_running_loop().create_task(self._connect(peername[0] if peername else ""))
+        client_ip = ""
+        if self.balancer.affinity_timeout:  # the peer address costs a syscall: only when needed
+            peername = transport.get_extra_info("peername")
+            client_ip = peername[0] if peername else ""
+        asyncio.get_running_loop().create_task(self._connect(client_ip))
 
     async def _connect(self, client_ip: str) -> None:
         loop = asyncio.get_running_loop()
@@ -185,26 +188,22 @@ class TcpRelay(_Side):
                 break
             tried.add(ep)
             try:
-                _, up = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Upstream(self), ep[0], ep[1]), self.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as err:
+                # asyncio.timeout is a timer handle; wait_for would cost another task per connection
+                async with asyncio.timeout(self.connect_timeout):
+                    _, up = await loop.create_connection(lambda: _Upstream(self), ep[0], ep[1])
+            except (OSError, TimeoutError) as err:
                 log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], err)
                 continue
             if self.closed:
                 up.transport.close()
                 return
+            # uvloop sets TCP_NODELAY on its TCP transports already
             self.peer = up
             for data in self.early:
                 up.transport.write(data)
             self.early.clear()
             if self.eof_in:
                 up.pass_eof()
-            sock = up.transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except (OSError, AttributeError):
-                    pass
             self.transport.resume_reading()
             return
         # no endpoint answered: reset the client, as a refused connection would
