@@ -38,6 +38,8 @@ def choose_mode(mode: str, is_root: bool) -> tuple[str, str]:
         if not is_root:
             return "userspace", "not root: userspace relays NodePorts (ClusterIPs need root)"
         return "iptables", "ipvs data plane is not built yet, using iptables"
+    if mode == "nftables" and is_root and shutil.which("nft"):
+        return "nftables", "--mode=nftables"
     if mode in ("ipvs", "nftables"):
         return "iptables", f"--mode={mode}: the {mode} data plane is not built yet, falling back to iptables"
     return mode, f"--mode={mode}"
@@ -78,6 +80,9 @@ def command(kubeconfig, server, mode, node_name, node_ip, iptables_backend, clus
         log.info("iptables backend: %s (%s)", backend.name, bwhy)
     if chosen == "iptables":
         dataplane = IptablesDataPlane(backend, cluster_cidr=cluster_cidr or None)
+    elif chosen == "nftables":
+        from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
+        dataplane = NftablesDataPlane(cluster_cidr=cluster_cidr or None)
     else:
         from kubesvc.proxy.dataplanes.userspace import UserspaceDataPlane
         dataplane = UserspaceDataPlane(backend)
