@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sqlite3
 import statistics
 import sys
@@ -89,7 +88,6 @@ async def time_watch_live(session, url: str, n: int, watchers: int = 4) -> float
     async with session.get(f"{url}/api/v1/pods?limit=1") as r:
         rv = (await r.json())["metadata"]["resourceVersion"]
     got = [0] * watchers
-    done = asyncio.Event()
 
     async def watch(k):
         async with session.get(f"{url}/api/v1/pods?watch=true&resourceVersion={rv}&timeoutSeconds=600") as r:

@@ -136,8 +136,8 @@ def decode_body(request_ct: str | None, body: bytes, expected_kind: str) -> dict
             from kubesvc.apiserver import protobuf
         except ImportError:
             raise StatusError(415, "UnsupportedMediaType",
-                              f'the body of the request was in an unknown format - accepted media types '
-                              f'include: application/json, application/yaml')
+                              'the body of the request was in an unknown format - accepted media types '
+                              'include: application/json, application/yaml')
         try:
             obj = protobuf.decode(body)
         except StatusError:
@@ -167,17 +167,17 @@ def decode_body(request_ct: str | None, body: bytes, expected_kind: str) -> dict
                                   f"({_summarize(body)})")
             except (UnicodeDecodeError, AssertionError):
                 raise bad_request(f"the object provided is unrecognized (must be of type {expected_kind}): "
-                                  f"couldn't get version/kind; json parse error: invalid character "
+                                  "couldn't get version/kind; json parse error: invalid character "
                                   f"looking for beginning of value ({_summarize(body)})")
     else:
         raise StatusError(415, "UnsupportedMediaType",
-                          f'the body of the request was in an unknown format - accepted media types include: '
-                          f'application/json, application/yaml, application/vnd.kubernetes.protobuf')
+                          'the body of the request was in an unknown format - accepted media types include: '
+                          'application/json, application/yaml, application/vnd.kubernetes.protobuf')
     if not isinstance(obj, dict):
         raise bad_request(f"the object provided is unrecognized (must be of type {expected_kind}): "
-                          f"couldn't get version/kind; json parse error: json: cannot unmarshal "
+                          "couldn't get version/kind; json parse error: json: cannot unmarshal "
                           f"{_go_type(obj)} into Go value of type struct {{ APIVersion string "
-                          f"\"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }} "
+                          "\"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" } "
                           f"({_summarize(body)})")
     return obj
 

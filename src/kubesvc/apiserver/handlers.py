@@ -21,10 +21,12 @@ from aiohttp import web
 
 from kubesvc.apiserver import codec, patching
 from kubesvc.apiserver.rest import Registry, _parse_rv, invalid
-from kubesvc.apiserver.watchcache import WatchCache, object_key
-from kubesvc.objects.errors import StatusError, bad_request, conflict, expired, method_not_allowed, not_found
+from kubesvc.apiserver.watchcache import WatchCache
+from kubesvc.objects.errors import (
+    StatusError, bad_request, conflict, expired, forbidden, method_not_allowed,
+)
 from kubesvc.objects.registry import ResourceType, by_plural
-from kubesvc.objects.selectors import parse_field_selector, parse_label_selector, selector_from_set
+from kubesvc.objects.selectors import parse_field_selector, parse_label_selector
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,7 @@ def _dry_run(request: web.Request) -> bool:
     vals = request.query.getall("dryRun", [])
     for v in vals:
         if v != "All":
-            raise bad_request(f'Invalid dryRun value: "{v}"') if False else StatusError(
-                400, "BadRequest", f'dryRun: Unsupported value: "{v}": supported values: "All"')
+            raise bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
     return bool(vals)
 
 
@@ -345,7 +346,7 @@ class Handlers:
         bookmarks = _bool(q.get("allowWatchBookmarks"))
         send_initial = q.get("sendInitialEvents")
         if send_initial is not None and _bool(send_initial) and q.get("resourceVersionMatch") != "NotOlderThan":
-            raise invalid(rt, "", [__import__("kubesvc.objects.errors", fromlist=["x"]).forbidden(
+            raise invalid(rt, "", [forbidden(
                 "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
         try:
             timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
@@ -469,9 +470,8 @@ class Handlers:
         warnings: list[str] = []
         if ct == patching.APPLY:
             if not request.query.get("fieldManager"):
-                raise StatusError(400, "BadRequest", "PATCH, application/apply-patch+yaml requires fieldManager "
-                                  "to be set") if False else bad_request(
-                    "fieldManager is required for apply requests")
+                # PATCH with apply requires a manager (kubectl always sends one).
+                raise bad_request("fieldManager is required for apply requests")
             applied = patching.parse_apply(body)
             force = _bool(request.query.get("force"))
             live = self.cache.get(rt, ns, name)
@@ -671,9 +671,8 @@ def _decode_continue(token: str) -> tuple[str, str, int]:
         start = d["start"]
         rev = int(d["rv"])
     except Exception:
-        raise bad_request("continue key is not valid: illegal base64 data at input byte 0") if False else \
-            StatusError(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion "
-                        "(version meta.k8s.io/v1)")
+        raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                          "(version meta.k8s.io/v1)")
     if start.endswith("\x00"):
         return "", start[:-1], rev
     ns, _, name = start.partition("/")

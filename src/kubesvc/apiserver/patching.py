@@ -47,7 +47,7 @@ def _pointer(path: str) -> list[str]:
     if path == "":
         return []
     if not path.startswith("/"):
-        raise bad_request(f'the server rejected our request due to an error in our request')
+        raise bad_request('the server rejected our request due to an error in our request')
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
@@ -89,7 +89,7 @@ def json_patch(doc, ops):
                 for seg in path:
                     cur = cur[int(seg)] if isinstance(cur, list) else cur[seg]
                 if cur != op.get("value"):
-                    raise bad_request(f"the server rejected our request due to an error in our request")
+                    raise bad_request("the server rejected our request due to an error in our request")
             elif kind in ("move", "copy"):
                 src = _pointer(op.get("from", ""))
                 cur = doc
@@ -110,7 +110,7 @@ def json_patch(doc, ops):
             else:
                 raise bad_request(f"Unexpected kind: {kind}")
         except (KeyError, IndexError, ValueError, TypeError):
-            raise StatusError(422, "Invalid", f"the server rejected our request due to an error in our request")
+            raise StatusError(422, "Invalid", "the server rejected our request due to an error in our request")
     return doc
 
 

@@ -10,12 +10,11 @@ Per-kind behaviour comes from objects.strategy; reads come from the watch cache.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as _dt
 import inspect
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import orjson
 

@@ -113,7 +113,7 @@ def parse_label_selector(text: str | None) -> LabelSelector:
                 i += 3 if val else 2
             elif nxt in (">", "<"):
                 if i + 2 >= len(toks) or not toks[i + 2].lstrip("-").isdigit():
-                    raise err(f"for 'Gt', 'Lt' operators, the value must be an integer")
+                    raise err("for 'Gt', 'Lt' operators, the value must be an integer")
                 reqs.append(Requirement(key, "gt" if nxt == ">" else "lt", (toks[i + 2],)))
                 i += 3
             elif nxt in ("in", "notin"):
