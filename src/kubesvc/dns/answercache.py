@@ -16,10 +16,11 @@ from kubesvc.dns.wire import Prebuilt
 class Entry:
     """One prebuilt response and how often it was served."""
 
-    __slots__ = ("p", "hits", "qtype", "negative")
+    __slots__ = ("p", "hits", "qtype", "negative", "raws")
 
     def __init__(self, p: Prebuilt, qtype: int, negative: bool):
         self.p = p
+        self.raws: list[bytes] | None = None  # exact query bytes answered from this entry (udpbatch)
         self.hits = 0
         self.qtype = qtype
         self.negative = negative
@@ -33,6 +34,8 @@ class AnswerCache:
         self.by_dep: dict[tuple, set[bytes]] = {}
         self.negative: set[bytes] = set()
         self.max_entries = max_entries
+        # called with each dropped Entry (the UDP server forgets what it derived from it)
+        self.on_drop: list = []
         # hits of entries since dropped, by (qtype, rcode, negative), so counters never go back
         self.retired: dict[tuple[int, int, bool], int] = {}
 
@@ -55,8 +58,11 @@ class AnswerCache:
 
     def _drop(self, key: bytes) -> None:
         e = self.entries.pop(key, None)
-        if e is not None and e.hits:
-            self._retire(e)
+        if e is not None:
+            if e.hits:
+                self._retire(e)
+            for cb in self.on_drop:
+                cb(e)
 
     def _retire(self, e: Entry) -> None:
         k = (e.qtype, e.p.rcode, e.negative)
@@ -79,6 +85,8 @@ class AnswerCache:
         for e in self.entries.values():
             if e.hits:
                 self._retire(e)
+            for cb in self.on_drop:
+                cb(e)
         self.entries.clear()
         self.by_dep.clear()
         self.negative.clear()

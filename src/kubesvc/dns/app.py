@@ -18,7 +18,7 @@ from kubesvc.dns.forward import Forwarder, parse_upstream, resolv_conf_upstreams
 from kubesvc.dns.httpd import HTTPEndpoints, split_listen
 from kubesvc.dns.metrics import Metrics
 from kubesvc.dns.records import ClusterZone, is_reverse
-from kubesvc.dns.server import Resolver, TCPServer, UDPServer, bind_sockets
+from kubesvc.dns.server import Resolver, TCPServer, bind_sockets, udp_server
 
 log = logging.getLogger("kubesvc.dns")
 
@@ -61,7 +61,7 @@ class DNSApp:
         self.client = client
         self.feeder = None
         self.resolver = Resolver(self.zone, self.cache, self.forwarder, self.metrics, synced=self._synced)
-        self.udp = UDPServer(self.resolver, self.udp_sock)
+        self.udp = udp_server(self.resolver, self.udp_sock)
         self.tcp = TCPServer(self.resolver, self.tcp_sock)
         self.http = HTTPEndpoints(self._synced, self.metrics.registry, cfg.health_listen, cfg.ready_listen,
                                   cfg.metrics_listen)

@@ -378,3 +378,11 @@ def bind_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         tcp.setblocking(False)
         return udp, tcp
     raise OSError(f"no free port on {host} for both UDP and TCP")
+
+
+def udp_server(resolver: Resolver, sock: socket.socket):
+    """The batching (recvmmsg/sendmmsg) UDP server where the platform has it, else the portable one."""
+    from kubesvc.dns import udpbatch
+    if udpbatch.available():
+        return udpbatch.BatchUDPServer(resolver, sock)
+    return UDPServer(resolver, sock)

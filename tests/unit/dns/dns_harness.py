@@ -24,7 +24,7 @@ from kubesvc.dns.answercache import AnswerCache
 from kubesvc.dns.forward import Forwarder
 from kubesvc.dns.metrics import Metrics
 from kubesvc.dns.records import ClusterZone
-from kubesvc.dns.server import Resolver, TCPServer, UDPServer, bind_sockets
+from kubesvc.dns.server import Resolver, TCPServer, UDPServer, bind_sockets, udp_server
 
 
 class LoopThread:
@@ -52,7 +52,7 @@ class ZoneServer:
     """A kubesvc DNS server (UDP+TCP on 127.0.0.1:free port) whose zone the test edits directly."""
 
     def __init__(self, zone: ClusterZone | None = None, upstreams: list[tuple[str, int]] = (),
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", batch: bool = True):
         self.lt = LoopThread()
         self.zone = zone or ClusterZone("cluster.local", ttl=30)
         self.cache = AnswerCache()
@@ -62,7 +62,7 @@ class ZoneServer:
         self.resolver = Resolver(self.zone, self.cache, self.forwarder, self.metrics)
         udp, tcp = bind_sockets(host, 0)
         self.host, self.port = host, udp.getsockname()[1]
-        self.udp = UDPServer(self.resolver, udp)
+        self.udp = udp_server(self.resolver, udp) if batch else UDPServer(self.resolver, udp)
         self.tcp = TCPServer(self.resolver, tcp)
         self.lt.call(self.udp.start)
         self.lt.call(self.tcp.start)
