@@ -81,6 +81,7 @@ class StateDir:
         self.root = root
         self.pods_dir = root / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self._saved: dict[str, str] = {}
 
     def pod_dir(self, uid: str) -> Path:
         return self.pods_dir / uid
@@ -97,9 +98,13 @@ class StateDir:
         return self.container_dir(uid, container) / f"{restart_count}.exit"
 
     def save(self, rec: PodRecord) -> None:
+        text = rec.to_json()
+        if self._saved.get(rec.uid) == text:
+            return  # a rename per sync pass is the agent's largest cost under a pod burst
         d = self.pod_dir(rec.uid)
         d.mkdir(parents=True, exist_ok=True)
-        write_atomic(d / "pod.json", rec.to_json())
+        write_atomic(d / "pod.json", text)
+        self._saved[rec.uid] = text
 
     def load_all(self) -> list[PodRecord]:
         out = []
@@ -111,6 +116,7 @@ class StateDir:
         return out
 
     def remove(self, uid: str) -> None:
+        self._saved.pop(uid, None)
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
 
     def check_boot(self) -> bool:
