@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
+import time
 
 from kubesvc.apiserver.rest import Registry
 from kubesvc.apiserver.watchcache import WatchCache
@@ -61,6 +62,9 @@ class GarbageCollector:
         self._deleting: set[Key] = set()
         self._deps: dict[str, set[Key]] = {}
         self._orphaned_since: dict[Key, float] = {}
+        # uids of objects seen deleted recently: their dependents go at once (an
+        # owner never seen may just not be created yet; those wait a moment).
+        self._gone: dict[str, float] = {}
         cache.add_listener(self._on_event)
 
     def start(self) -> None:
@@ -89,6 +93,8 @@ class GarbageCollector:
             self._deleting.discard(key)
             self._orphaned_since.pop(key, None)
             self._dirty.discard(key)
+            if md.get("uid") in self._deps:
+                self._gone[md["uid"]] = time.monotonic()
             # Its dependents may now be orphans; a namespace being emptied may now go.
             self._dirty.update(self._deps.get(md.get("uid"), ()))
             for ref in _refs(ev.obj):
@@ -140,6 +146,9 @@ class GarbageCollector:
         now = _dt.datetime.now(_dt.timezone.utc).timestamp()
         keys = self._dirty | self._deleting
         self._dirty = set()
+        if self._gone:
+            horizon = time.monotonic() - 300
+            self._gone = {u: t for u, t in self._gone.items() if t > horizon}
         for key in keys:
             rt, ns, name = key
             o = self.cache.get(rt, ns or None, name)
@@ -162,7 +171,7 @@ class GarbageCollector:
                 # All owners gone; act only a moment later (an owner may be created
                 # just after its dependent).
                 first = self._orphaned_since.setdefault(key, now)
-                if now - first >= 1.0:
+                if now - first >= 1.0 or all(r.get("uid") in self._gone for r in refs):
                     self._orphaned_since.pop(key, None)
                     await self._delete(rt, o, {"propagationPolicy": "Background"})
                 else:
