@@ -27,6 +27,20 @@ def test_nodes_registered_ready_with_internal_ip(cluster):
     assert node["spec"]["podCIDR"] == "10.244.1.0/24"
 
 
+def test_node_network_bridge_routes_and_masquerade(cluster):
+    n1, n2 = cluster.nodes["node01"], cluster.nodes["node02"]
+    assert "inet 10.244.1.1/24" in cluster.topo.run(n1.netns, "ip addr show cni0").stdout
+    # Each node routes the other's pod CIDR via the other's InternalIP.
+    cluster.wait(lambda: f"10.244.1.0/24 via {n1.ip}" in cluster.topo.run(n2.netns, "ip route").stdout,
+                 10, "route on node02")
+    assert f"10.244.2.0/24 via {n2.ip}" in cluster.topo.run(n1.netns, "ip route").stdout
+    nat = cluster.topo.run(n1.netns, "iptables-save -t nat").stdout
+    assert "-A POSTROUTING -s 10.244.1.0/24 -m comment --comment \"kubesvc: masquerade pods\" " \
+           "-j KUBESVC-POD-MASQ" in nat, nat
+    assert "-A KUBESVC-POD-MASQ -d 10.244.0.0/16" in nat and "-j MASQUERADE" in nat
+    assert cluster.topo.run(n1.netns, "cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+
+
 def test_pod_running_with_ip_answers_its_hostname(cluster):
     n1 = cluster.nodes["node01"]
     cluster.apply(web_pod("myapp-1", n1.name))
