@@ -16,7 +16,7 @@ import pytest
 
 from tests.lib.cluster import kubectl_path
 
-from kubectl_get_output import parse, without
+from tests.e2e.tables.kubectl_get_output import parse, without
 
 SEED_PODS = [  # kubectl get pods -o wide -l app=myapp, from the seed
     ("myapp-deployment-675558bfc5-q8gxv", "10.244.1.38", "node01"),

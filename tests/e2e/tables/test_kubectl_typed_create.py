@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from kubectl_get_output import parse, without
+from tests.e2e.tables.kubectl_get_output import parse, without
 
 
 def get_json(apiserver, *args: str) -> dict:
