@@ -1,0 +1,19 @@
+"""The proxy engineer's file-fed driver (tests/integration/proxy/driver.py), with the nftables data plane.
+
+Runs inside the node namespace: `python -m tests.integration.proxy_nft.nft_driver STATE`.
+Everything but the informers is the production path (change tracker, ProxyServer.sync_once,
+conntrack cleanup), exactly as driver.py; only the data plane it constructs differs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tests.integration.proxy.driver as driver
+from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
+
+if __name__ == "__main__":
+    import uvloop
+    # driver.main builds "IptablesDataPlane(backend)" for mode iptables: hand it ours instead.
+    driver.IptablesDataPlane = lambda backend: NftablesDataPlane()
+    uvloop.run(driver.main("iptables", sys.argv[1], "auto"))
