@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -74,7 +75,7 @@ class APIServer:
     # -- app -------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[_errors])
+        app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[_metrics, _errors])
         r = app.router
         for path in ("/healthz", "/livez"):
             r.add_get(path, self._health)
@@ -232,6 +233,39 @@ class APIServer:
                  f"# TYPE kubesvc_apiserver_watchers gauge\nkubesvc_apiserver_watchers "
                  f"{self.cache.watcher_count}\n").encode()
         return web.Response(body=body, content_type="text/plain")
+
+
+try:
+    from prometheus_client import Counter, Histogram
+    _REQUESTS = Counter("apiserver_request_total", "API requests by verb and HTTP code.", ["verb", "code"])
+    _LATENCY = Histogram("apiserver_request_duration_seconds", "API request latency (watches excluded).",
+                         ["verb"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+except ImportError:  # pragma: no cover
+    _REQUESTS = _LATENCY = None
+
+
+def _verb(request: web.Request) -> str:
+    m = request.method
+    if m == "GET" and request.query.get("watch") in ("true", "1"):
+        return "WATCH"
+    return m
+
+
+@web.middleware
+async def _metrics(request: web.Request, handler):
+    if _REQUESTS is None:
+        return await handler(request)
+    verb = _verb(request)
+    t = time.perf_counter()
+    code = 500
+    try:
+        resp = await handler(request)
+        code = resp.status
+        return resp
+    finally:
+        _REQUESTS.labels(verb, str(code)).inc()
+        if verb != "WATCH":
+            _LATENCY.labels(verb).observe(time.perf_counter() - t)
 
 
 @web.middleware

@@ -140,3 +140,11 @@ def test_future_resource_version_and_table_watch(apiserver):
     assert events and all(e["object"]["kind"] == "Table" and len(e["object"]["rows"]) == 1 for e in events)
     assert events[0]["object"]["columnDefinitions"]
     assert not events[-1]["object"]["columnDefinitions"]
+
+
+def test_metrics(apiserver):
+    call(apiserver, "GET", CMS)
+    with urllib.request.urlopen(apiserver.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'apiserver_request_total{code="200",verb="GET"}' in text
+    assert "kubesvc_apiserver_revision" in text
