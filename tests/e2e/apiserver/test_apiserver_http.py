@@ -148,3 +148,36 @@ def test_metrics(apiserver):
         text = r.read().decode()
     assert 'apiserver_request_total{code="200",verb="GET"}' in text
     assert "kubesvc_apiserver_revision" in text
+
+
+def test_concurrent_writers(apiserver):
+    from concurrent.futures import ThreadPoolExecutor
+    assert call(apiserver, "POST", CMS, cm("race"))[0] == 201
+    _, obj, _ = call(apiserver, "GET", CMS + "/race")
+
+    def put(i):
+        o = json.loads(json.dumps(obj))
+        o["data"] = {"winner": str(i)}
+        return call(apiserver, "PUT", CMS + "/race", o)[0]
+
+    with ThreadPoolExecutor(10) as ex:
+        codes = list(ex.map(put, range(10)))
+    assert sorted(codes) == [200] + [409] * 9
+
+    def patch(i):
+        return call(apiserver, "PATCH", CMS + "/race", {"metadata": {"labels": {f"l{i}": "x"}}},
+                    {"Content-Type": "application/merge-patch+json"})[0]
+
+    with ThreadPoolExecutor(10) as ex:
+        codes = list(ex.map(patch, range(10)))
+    assert codes == [200] * 10
+    _, obj, _ = call(apiserver, "GET", CMS + "/race")
+    assert set(obj["metadata"]["labels"]) == {f"l{i}" for i in range(10)}
+    call(apiserver, "DELETE", CMS + "/race")
+
+
+def test_malformed_protobuf_changes_nothing(apiserver):
+    before = call(apiserver, "GET", CMS)[1]["metadata"]["resourceVersion"]
+    status, err, _ = call(apiserver, "POST", CMS, b"k8s\x00\xff\xff\xff", {"Content-Type": "application/vnd.kubernetes.protobuf"})
+    assert status == 400 and err["reason"] == "BadRequest"
+    assert call(apiserver, "GET", CMS)[1]["metadata"]["resourceVersion"] == before
