@@ -215,8 +215,8 @@ class GarbageCollector:
                 await self._delete(rt, o, {"propagationPolicy": "Background"})
             elif rt.kind == "Pod" and not o["metadata"].get("finalizers") and not (o.get("spec") or {}).get("nodeName"):
                 await self.registry.force_delete(rt, name, o["metadata"]["name"], None)
-        if content:
-            return
+        if content or ns["metadata"].get("finalizers"):
+            return  # content still going, or someone else's finalizer still on it
         await self.registry.force_delete(_NS, None, name, int(ns["metadata"]["resourceVersion"]))
 
     async def _delete(self, rt: ResourceType, o: dict, opts: dict) -> None:

@@ -163,6 +163,20 @@ class Registry:
 
     async def create(self, rt: ResourceType, namespace: str | None, obj: dict, *, manager: str = "",
                      dry_run: bool = False, operation: str = "Update") -> dict:
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and not meta.get("name") and meta.get("generateName"):
+            # A generated name that collides is generated again, as kube-apiserver retries it.
+            for _ in range(7):
+                try:
+                    return await self._create(rt, namespace, copy.deepcopy(obj), manager=manager,
+                                              dry_run=dry_run, operation=operation)
+                except StatusError as err:
+                    if err.reason != "AlreadyExists":
+                        raise
+        return await self._create(rt, namespace, obj, manager=manager, dry_run=dry_run, operation=operation)
+
+    async def _create(self, rt: ResourceType, namespace: str | None, obj: dict, *, manager: str,
+                      dry_run: bool, operation: str) -> dict:
         self.check_body_kind(rt, obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
@@ -206,7 +220,11 @@ class Registry:
             try:
                 kv = await self.store.create(object_key(rt, namespace, name), _encode(obj))
             except KeyExistsError:
-                raise already_exists(rt.plural, name, rt.group)
+                err = already_exists(rt.plural, name, rt.group)
+                cur = self.cache.get(rt, namespace, name)
+                if cur is not None and cur["metadata"].get("deletionTimestamp"):
+                    err.message = "object is being deleted: " + err.message
+                raise err
             ok = True
         finally:
             await _finish(finish, ok and not dry_run)

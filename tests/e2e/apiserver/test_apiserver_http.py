@@ -181,3 +181,20 @@ def test_malformed_protobuf_changes_nothing(apiserver):
     status, err, _ = call(apiserver, "POST", CMS, b"k8s\x00\xff\xff\xff", {"Content-Type": "application/vnd.kubernetes.protobuf"})
     assert status == 400 and err["reason"] == "BadRequest"
     assert call(apiserver, "GET", CMS)[1]["metadata"]["resourceVersion"] == before
+
+
+def test_generate_name_and_finalizers(apiserver):
+    status, obj, _ = call(apiserver, "POST", CMS, {"apiVersion": "v1", "kind": "ConfigMap",
+                                                   "metadata": {"generateName": "gen-"}})
+    assert status == 201 and obj["metadata"]["name"].startswith("gen-") and len(obj["metadata"]["name"]) == 9
+    call(apiserver, "DELETE", CMS + "/" + obj["metadata"]["name"])
+    held = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
+    assert call(apiserver, "POST", CMS, held)[0] == 201
+    status, obj, _ = call(apiserver, "DELETE", CMS + "/held")
+    assert status == 200 and obj["metadata"]["deletionTimestamp"]
+    status, err, _ = call(apiserver, "POST", CMS, held)
+    assert status == 409 and err["message"] == 'object is being deleted: configmaps "held" already exists'
+    status, _, _ = call(apiserver, "PATCH", CMS + "/held", {"metadata": {"finalizers": None}},
+                        {"Content-Type": "application/merge-patch+json"})
+    assert status == 200
+    assert call(apiserver, "GET", CMS + "/held")[0] == 404
