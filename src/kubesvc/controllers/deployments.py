@@ -13,6 +13,7 @@ follow the ReplicaSets. Writes happen only when something differs.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from typing import Any
@@ -81,6 +82,16 @@ def template_dict(tpl: Any, drop_hash: bool = True) -> dict:
         md["labels"] = labels
         d["metadata"] = md
     return _strip_empty(d)
+
+
+def _age(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
 
 
 def revision_of(rs: Any) -> int:
@@ -383,10 +394,8 @@ class DeploymentController(Controller):
             elif created_reason:
                 progressing = cond("Progressing", "True", "NewReplicaSetCreated",
                                    f'Created new replica set "{rs_name}"')
-            elif progressing is None or progressing.get("reason") != "NewReplicaSetCreated" \
-                    or rs_name not in progressing.get("message", ""):
-                progressing = cond("Progressing", "True", "ReplicaSetUpdated",
-                                   f'ReplicaSet "{rs_name}" is progressing.')
+            else:
+                progressing = self._progress(d, rs_name, progressing, status, cur, now)
         status["conditions"] = [c for c in (available, progressing) if c]
         keys = set(status) | {"collisionCount"}
         cur_cmp = {k: cur.get(k) for k in keys if cur.get(k) not in (None, 0)}
@@ -397,6 +406,36 @@ class DeploymentController(Controller):
                                       namespace=d.metadata.namespace, patch_type=PatchType.MERGE)
         self.writes += 1
         self.deployments.record(obj)
+
+    def _progress(self, d: Any, rs_name: str, progressing: dict | None, status: dict, cur: dict,
+                  now: str) -> dict:
+        """Progressing while the rollout moves (each move refreshes lastUpdateTime); False
+        with ProgressDeadlineExceeded once nothing moved for progressDeadlineSeconds."""
+        counters = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+        moved = any((cur.get(k) or 0) != (status.get(k) or 0) for k in counters)
+        deadline = d.spec.progressDeadlineSeconds
+        if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded" \
+                and rs_name in progressing.get("message", "") and not moved:
+            return progressing
+        if moved or progressing is None or rs_name not in progressing.get("message", "") \
+                or progressing.get("status") != "True":
+            c = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                 "message": f'ReplicaSet "{rs_name}" is progressing.',
+                 "lastUpdateTime": now, "lastTransitionTime": now}
+            if progressing is not None and progressing.get("status") == "True":
+                c["lastTransitionTime"] = progressing.get("lastTransitionTime", now)
+            if deadline:
+                self.queue.add_after(ns_name(d), deadline + 0.5)
+            return c
+        if deadline:
+            since = _age(progressing.get("lastUpdateTime"))
+            if since is not None and since >= deadline:
+                return {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
+                        "lastUpdateTime": now, "lastTransitionTime": now}
+            if since is not None:
+                self.queue.add_after(ns_name(d), deadline - since + 0.5)
+        return progressing
 
     async def _cleanup(self, d: Any, new: Any, olds: list[Any]) -> None:
         """Keep at most revisionHistoryLimit (default 10) scaled-down old ReplicaSets."""

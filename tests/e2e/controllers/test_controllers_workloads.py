@@ -194,3 +194,19 @@ spec:
     kube.register_node("node03", labels={"disktype": "ssd"})
     wait_for(lambda: kube.get("/api/v1/namespaces/wl/pods/picky")["spec"].get("nodeName") == "node03", 5,
              "bound to node03")
+
+
+def test_progress_deadline_exceeded(kube):
+    # no kubelet: the pods never get ready, so the rollout stops progressing
+    kube.apply(deployment("stuck", "wl", 2, extra_spec="  progressDeadlineSeconds: 2"))
+
+    def exceeded():
+        d = kube.get("/apis/apps/v1/namespaces/wl/deployments/stuck")
+        return [c for c in d.get("status", {}).get("conditions", [])
+                if c["type"] == "Progressing" and c["status"] == "False"]
+    cond = wait_for(exceeded, 10, "ProgressDeadlineExceeded")[0]
+    assert cond["reason"] == "ProgressDeadlineExceeded"
+    assert re.fullmatch(r'ReplicaSet "stuck-\w+" has timed out progressing\.', cond["message"])
+    p = kube.kubectl("rollout", "status", "deployment/stuck", "-n", "wl", "--timeout=5s", check=False)
+    assert p.returncode != 0 and "exceeded its progress deadline" in p.stderr
+    kube.kubectl("delete", "deployment", "stuck", "-n", "wl")
