@@ -69,6 +69,7 @@ class Supervisor:
                     raise RuntimeError(f"{comp.name} not ready after {ready_timeout:.0f}s; see {comp.log_path}")
                 await asyncio.sleep(0.1)
         self._watchers.append(asyncio.create_task(self._watch(comp)))
+        self._on_event("started", comp, f"running (pid {comp.proc.pid})")
 
     async def _spawn(self, comp: Component) -> None:
         comp.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ class Supervisor:
                 return
             comp.restarts += 1
             await self._spawn(comp)
-            self._on_event("restarted", comp, f"restarted (restart {comp.restarts})")
+            self._on_event("restarted", comp, f"restarted (restart {comp.restarts}, pid {comp.proc.pid})")
 
     async def stop(self) -> None:
         """Stop every component, last started first: SIGTERM, then SIGKILL after its timeout."""
