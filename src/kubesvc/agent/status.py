@@ -76,15 +76,21 @@ class PodConditions:
             c["message"] = message
         return c
 
-    def compute(self, statuses: list[dict], phase: str, sandbox_ready: bool) -> list[dict]:
+    def compute(self, statuses: list[dict], phase: str, sandbox_ready: bool,
+                pending_init: list[str] | None = None) -> list[dict]:
         unready = [s["name"] for s in statuses if not s.get("ready")]
         terminal = phase in ("Succeeded", "Failed")
         reason = "PodCompleted" if terminal else "ContainersNotReady"
         message = "" if terminal else f"containers with unready status: [{' '.join(unready)}]"
         ready = not unready and not terminal
+        if pending_init:
+            init = self._cond("Initialized", False, "ContainersNotInitialized",
+                              f"containers with incomplete status: [{' '.join(pending_init)}]")
+        else:
+            init = self._cond("Initialized", True, "PodCompleted" if terminal else "")
         return [
             self._cond("PodReadyToStartContainers", sandbox_ready),
-            self._cond("Initialized", True, "PodCompleted" if terminal else ""),
+            init,
             self._cond("Ready", ready, "" if ready else reason, "" if ready else message),
             self._cond("ContainersReady", ready, "" if ready else reason, "" if ready else message),
             self._cond("PodScheduled", True),

@@ -41,7 +41,7 @@ class ContainerRun:
     rec: ContainerRecord
     handle: Handle | None = None
     waiting: tuple[str, str] = ("ContainerCreating", "")
-    terminated: dict | None = None     # the current state when stopped and not restarting
+    init: bool = False                 # an init container: runs to completion, in order, first
     ready: bool = False
     started: bool = False
     probes: list[ProbeWorker] = field(default_factory=list)
@@ -71,9 +71,10 @@ class PodWorker:
         self._timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task | None = None
         self.done = asyncio.Event()
-        for c in pod.spec.containers:
+        inits = list(pod.spec.initContainers or [])
+        for c in inits + list(pod.spec.containers):
             self.containers[c.name] = ContainerRun(spec=c, rec=self.rec.containers.get(c.name)
-                                                   or ContainerRecord(name=c.name))
+                                                   or ContainerRecord(name=c.name), init=c in inits)
             self.rec.containers[c.name] = self.containers[c.name].rec
 
     # -- inputs ----------------------------------------------------------------
@@ -128,7 +129,21 @@ class PodWorker:
         if not await self._ensure_sandbox():
             return
         now = time.monotonic()
-        for name, c in self.containers.items():
+        if not self.initialized:
+            # Init containers one at a time, in order; the app containers wait for all of them.
+            for c in self.init_containers:
+                if self._init_done(c):
+                    continue
+                if c.handle is None and not c.stopping and self._should_start(c):
+                    if c.restart_at > now:
+                        self.wake(c.restart_at - now)
+                    else:
+                        await self._start_container(c)
+                break
+            self.agent.save(self.rec)
+            if not self.initialized:
+                return
+        for c in self.app_containers:
             if c.handle is not None or c.stopping:
                 continue
             if not self._should_start(c):
@@ -139,11 +154,29 @@ class PodWorker:
             await self._start_container(c)
         self.agent.save(self.rec)
 
+    @property
+    def init_containers(self) -> list[ContainerRun]:
+        return [c for c in self.containers.values() if c.init]
+
+    @property
+    def app_containers(self) -> list[ContainerRun]:
+        return [c for c in self.containers.values() if not c.init]
+
+    @staticmethod
+    def _init_done(c: ContainerRun) -> bool:
+        return c.handle is None and c.rec.last is not None and c.rec.last.get("exitCode") == 0
+
+    @property
+    def initialized(self) -> bool:
+        return all(self._init_done(c) for c in self.init_containers)
+
     def _should_start(self, c: ContainerRun) -> bool:
         if not c.rec.started_at and c.rec.last is None:
             return True  # never ran
         last = c.rec.last or {}
         policy = self.pod.spec.restartPolicy or "Always"
+        if c.init:  # an init container is retried until it succeeds, unless Never
+            return policy != "Never" and last.get("exitCode", 1) != 0
         if policy == "Always":
             return True
         if policy == "OnFailure":
@@ -251,7 +284,7 @@ class PodWorker:
         c.rec.container_id = "kubesvc://" + secrets.token_hex(16)
         c.rec.pid, c.rec.pid_start = h.pid, h.pid_start
         c.rec.started_at = now_rfc3339()
-        c.handle, c.env, c.terminated = h, env, None
+        c.handle, c.env = h, env
         c.ran_since = time.monotonic()
         a.save(self.rec)
         asyncio.create_task(self._record_init(c, h))  # not on the start path: Running is already true
@@ -436,6 +469,8 @@ class PodWorker:
             st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message":
                                        f"back-off {_dur(back)} restarting failed container={spec.name} "
                                        f"pod={self.rec.name}_{self.rec.namespace}({self.uid})"}}
+        elif not c.init and self.init_containers and not self.initialized:
+            st["state"] = {"waiting": {"reason": "PodInitializing"}}
         else:
             reason, message = c.waiting
             w = {"reason": reason}
@@ -449,16 +484,27 @@ class PodWorker:
         return st
 
     def status(self) -> dict:
-        statuses = [self.container_status(c) for c in self.containers.values()]
-        phase = pod_phase(self.pod.spec.restartPolicy or "Always", statuses)
+        statuses = [self.container_status(c) for c in self.app_containers]
+        init_statuses = [self.container_status(c) for c in self.init_containers]
+        policy = self.pod.spec.restartPolicy or "Always"
+        pending_init = [c.spec.name for c in self.init_containers if not self._init_done(c)]
+        if not pending_init:
+            phase = pod_phase(policy, statuses)
+        elif policy == "Never" and any(c.rec.last and c.handle is None for c in self.init_containers
+                                       if c.spec.name in pending_init):
+            phase = "Failed"  # an init container failed and will not be retried
+        else:
+            phase = "Pending"
         a = self.agent
         st: dict[str, Any] = {
             "phase": phase,
-            "conditions": self.conditions.compute(statuses, phase, self.sandbox_ready),
+            "conditions": self.conditions.compute(statuses, phase, self.sandbox_ready, pending_init),
             "hostIP": a.node_ip, "hostIPs": [{"ip": a.node_ip}],
             "startTime": self.start_time,
             "containerStatuses": statuses,
         }
+        if init_statuses:
+            st["initContainerStatuses"] = init_statuses
         if self.rec.ip and (self.sandbox_ready or self.rec.host_network):
             st["podIP"] = self.rec.ip
             st["podIPs"] = [{"ip": self.rec.ip}]

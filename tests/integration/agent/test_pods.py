@@ -282,3 +282,53 @@ spec:
                            what="done")
     assert pod["status"]["podIP"] == n2.ip
     assert cluster.kubectl("logs", "hostnet").stdout.strip() == "1"
+
+
+def test_init_containers_run_first_in_order(cluster):
+    n1 = cluster.nodes["node01"]
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: initpod}}
+spec:
+  nodeName: {n1.name}
+  initContainers:
+  - {{name: first, image: busybox, command: [sh, -c, 'sleep 1; echo first > /tmp/kubesvc-init-$(POD)']}}
+  - {{name: second, image: busybox, command: [sh, -c, 'echo second >> /tmp/kubesvc-init-$(POD)']}}
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, 'cat /tmp/kubesvc-init-$(POD); rm -f /tmp/kubesvc-init-$(POD); exec sleep 3600']
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 1
+""".replace("$(POD)", cluster.topo.token))
+    pod = cluster.wait_pod("initpod", lambda p: p["status"]["initContainerStatuses"][0]["state"].get("running"),
+                           what="the first init container running")
+    assert pod["status"]["phase"] == "Pending"
+    init = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
+    assert init["status"] == "False" and init["message"] == "containers with incomplete status: [first second]"
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+    assert re.search(r"initpod\s+0/1\s+Init:0/2", cluster.kubectl("get", "pod", "initpod").stdout)
+    pod = cluster.wait_pod("initpod", ready, what="Ready")
+    assert [s["state"]["terminated"]["reason"] for s in pod["status"]["initContainerStatuses"]] == \
+        ["Completed", "Completed"]
+    cluster.wait(lambda: cluster.kubectl("logs", "initpod").stdout == "first\nsecond\n", 10, "app log")
+
+
+def test_failing_init_container_with_restart_never_fails_the_pod(cluster):
+    n1 = cluster.nodes["node01"]
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: badinit}}
+spec:
+  nodeName: {n1.name}
+  restartPolicy: Never
+  initContainers:
+  - {{name: check, image: busybox, command: [sh, -c, 'exit 4']}}
+  containers:
+  - {{name: app, image: busybox, command: [sleep, "3600"]}}
+""")
+    pod = cluster.wait_pod("badinit", lambda p: p["status"]["phase"] == "Failed", what="Failed")
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
+    assert "running" not in pod["status"]["containerStatuses"][0]["state"]
