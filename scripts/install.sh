@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runtime_debs=(iptables nftables ipset ipvsadm conntrack iproute2 kmod procps)
-test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc)
+test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc busybox-static)  # busybox-static: initramfs of the ipvs VM (virtme-ng needs it static)
 
 want=("${runtime_debs[@]}")
 extra=""
