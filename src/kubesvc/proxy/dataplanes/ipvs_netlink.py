@@ -1,0 +1,409 @@
+"""The kernel side of the ipvs data plane: IPVS virtual servers and kube-ipvs0 addresses.
+
+Writes go over netlink in *batches*: many requests in one ``sendmsg`` (the kernel
+runs every message of a datagram in turn, ``netlink_rcv_skb``), with an ACK asked
+only for the last one, so errors come back tagged by sequence number. pyroute2
+resolves the IPVS generic-netlink family and creates the dummy device; the
+per-request messages are packed here with ``struct`` because pyroute2's
+request/response round trip per virtual server (one ``ipvs.service("add")`` is a
+full encode + send + wait) is what made 10,000 services slow, and because its
+``IPVSDest`` defaults to direct routing (fwd_method 3) where kube-proxy uses
+masquerade (0). Attribute numbers are the kernel's (include/uapi/linux/ip_vs.h).
+
+Reads use ``/proc/net/ip_vs`` (one read lists every virtual server with its real
+servers, weights and connection counts, as ``ipvsadm -Ln`` does) and
+``ip -o addr``; both are per network namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
+
+DUMMY_DEVICE = "kube-ipvs0"
+
+# netlink
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+# IPVS generic netlink (include/uapi/linux/ip_vs.h)
+IPVS_CMD_NEW_SERVICE, IPVS_CMD_SET_SERVICE, IPVS_CMD_DEL_SERVICE = 1, 2, 3
+IPVS_CMD_NEW_DEST, IPVS_CMD_SET_DEST, IPVS_CMD_DEL_DEST = 5, 6, 7
+IPVS_CMD_SET_CONFIG = 12
+IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST = 1, 2
+IPVS_CMD_ATTR_TIMEOUT_TCP, IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, IPVS_CMD_ATTR_TIMEOUT_UDP = 4, 5, 6
+SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = range(1, 10)
+DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_UTHRESH, DEST_LTHRESH = range(1, 7)
+DEST_ADDR_FAMILY = 11
+IP_VS_CONN_F_MASQ = 0
+FLAG_PERSISTENT = 0x1
+FLAG_SOURCE_HASH = 0x10  # "mh" needs it (kube-proxy's FlagSourceHash)
+PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
+PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
+
+
+class VSKey(NamedTuple):
+    """One IPVS virtual server: protocol, address, port (kube-proxy's VirtualServer.String())."""
+
+    protocol: str
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}/{self.protocol}"
+
+
+class Dest(NamedTuple):
+    """One real server of a virtual server."""
+
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class VSSpec:
+    """What a virtual server is configured with (its real servers are kept apart)."""
+
+    scheduler: str = "rr"
+    flags: int = 0
+    timeout: int = 0  # persistence timeout, seconds
+
+
+@dataclass
+class KernelVS:
+    """A virtual server as read back from the kernel."""
+
+    spec: VSSpec
+    dests: dict[Dest, tuple[int, int, int]] = field(default_factory=dict)  # dest -> (weight, active, inactive)
+
+
+# -- message packing --------------------------------------------------------------
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    n = 4 + len(payload)
+    return struct.pack("=HH", n, kind) + payload + b"\0" * (-n & 3)
+
+
+def _u16(kind: int, v: int) -> bytes:
+    return _attr(kind, struct.pack("=H", v))
+
+
+def _u32(kind: int, v: int) -> bytes:
+    return _attr(kind, struct.pack("=I", v))
+
+
+def _be16(kind: int, v: int) -> bytes:
+    return _attr(kind, struct.pack("!H", v))
+
+
+def _family_addr(ip: str) -> tuple[int, bytes]:
+    if ":" in ip:
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip)
+    return socket.AF_INET, socket.inet_aton(ip)
+
+
+def _svc_key_attrs(key: VSKey) -> bytes:
+    af, raw = _family_addr(key.ip)
+    return (_u16(SVC_AF, af) + _u16(SVC_PROTOCOL, PROTOCOLS[key.protocol]) + _attr(SVC_ADDR, raw)
+            + _be16(SVC_PORT, key.port))
+
+
+def _svc_full_attrs(key: VSKey, spec: VSSpec) -> bytes:
+    af, _ = _family_addr(key.ip)
+    netmask = struct.pack("!I", 0xFFFFFFFF) if af == socket.AF_INET else struct.pack("=I", 128)
+    return (_svc_key_attrs(key) + _attr(SVC_SCHED, spec.scheduler.encode() + b"\0")
+            + _attr(SVC_FLAGS, struct.pack("=II", spec.flags, 0xFFFFFFFF))
+            + _u32(SVC_TIMEOUT, spec.timeout) + _attr(SVC_NETMASK, netmask))
+
+
+def _dest_attrs(dest: Dest, weight: int | None) -> bytes:
+    af, raw = _family_addr(dest.ip)
+    out = _attr(DEST_ADDR, raw) + _be16(DEST_PORT, dest.port) + _u16(DEST_ADDR_FAMILY, af)
+    if weight is not None:
+        out += (_u32(DEST_FWD, IP_VS_CONN_F_MASQ) + _u32(DEST_WEIGHT, weight)
+                + _u32(DEST_UTHRESH, 0) + _u32(DEST_LTHRESH, 0))
+    return out
+
+
+class Request(NamedTuple):
+    """One netlink request of a batch: its type, flags and body (after nlmsghdr)."""
+
+    msg_type: int
+    flags: int
+    body: bytes
+    what: str  # for error messages
+
+
+class NetlinkError(OSError):
+    """A batch had requests the kernel refused; `failures` holds (request, errno)."""
+
+    def __init__(self, failures: list[tuple[Request, int]]):
+        self.failures = failures
+        first = "; ".join(f"{r.what}: {os.strerror(e)}" for r, e in failures[:5])
+        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} netlink request(s) failed: {first}{more}")
+
+
+class NetlinkBatcher:
+    """A raw netlink socket sending requests many per datagram; see the module docstring."""
+
+    def __init__(self, protocol: int, batch_bytes: int = 256 * 1024):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        self.sock.bind((0, 0))
+        for opt, force, size in ((socket.SO_SNDBUF, 32, 4 << 20), (socket.SO_RCVBUF, 33, 8 << 20)):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, force, size)  # SO_*BUFFORCE: root may exceed the sysctl cap
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        try:  # acks carry only the header, not the whole request back
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        except OSError:
+            pass
+        self.batch_bytes = batch_bytes
+        self.seq = 0
+        self.sent = 0  # requests sent in total (benchmarks report it)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def run(self, requests: Iterable[Request], ignore: tuple[int, ...] = ()) -> list[tuple[Request, int]]:
+        """Send every request; returns the failures whose errno is not in `ignore`."""
+        failures: list[tuple[Request, int]] = []
+        batch: list[bytes] = []
+        by_seq: dict[int, Request] = {}
+        size = 0
+        pending: list[Request] = list(requests)
+        for i, req in enumerate(pending):
+            self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
+            last = i == len(pending) - 1 or size + 64 + len(req.body) > self.batch_bytes
+            flags = req.flags | NLM_F_REQUEST | (NLM_F_ACK if last else 0)
+            batch.append(struct.pack("=IHHII", 16 + len(req.body), req.msg_type, flags, self.seq, 0) + req.body)
+            by_seq[self.seq] = req
+            size += 16 + len(req.body)
+            if last:
+                failures += self._flush(batch, by_seq, self.seq, ignore)
+                batch, by_seq, size = [], {}, 0
+        self.sent += len(pending)
+        return failures
+
+    def _flush(self, batch: list[bytes], by_seq: dict[int, Request], last_seq: int,
+               ignore: tuple[int, ...]) -> list[tuple[Request, int]]:
+        self.sock.send(b"".join(batch))
+        failures = []
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            done = False
+            while off + 16 <= len(data):
+                length, mtype, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if mtype == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", data, off + 16)
+                    if err and -err not in ignore and seq in by_seq:
+                        failures.append((by_seq[seq], -err))
+                    if seq == last_seq:
+                        done = True
+                off += (length + 3) & ~3
+                if length == 0:
+                    break
+            if done:
+                return failures
+
+
+# -- IPVS ---------------------------------------------------------------------------
+
+def ipvs_family_id() -> int:
+    """The IPVS generic-netlink family id; raises when the kernel has no IPVS (ENOENT)."""
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+    sock = GenericNetlinkSocket()
+    try:
+        return sock.discovery("IPVS").get_attr("CTRL_ATTR_FAMILY_ID")
+    finally:
+        sock.close()
+
+
+class IPVSClient:
+    """Programs IPVS virtual servers and real servers in batches."""
+
+    def __init__(self) -> None:
+        self.family = ipvs_family_id()
+        self.nl = NetlinkBatcher(socket.NETLINK_GENERIC)
+
+    def close(self) -> None:
+        self.nl.close()
+
+    def _genl(self, cmd: int, body: bytes, what: str) -> Request:
+        return Request(self.family, 0, struct.pack("=BBH", cmd, 1, 0) + body, what)
+
+    def add_service(self, key: VSKey, spec: VSSpec) -> Request:
+        return self._genl(IPVS_CMD_NEW_SERVICE, _attr(IPVS_CMD_ATTR_SERVICE, _svc_full_attrs(key, spec)),
+                          f"add virtual server {key}")
+
+    def set_service(self, key: VSKey, spec: VSSpec) -> Request:
+        return self._genl(IPVS_CMD_SET_SERVICE, _attr(IPVS_CMD_ATTR_SERVICE, _svc_full_attrs(key, spec)),
+                          f"update virtual server {key}")
+
+    def del_service(self, key: VSKey) -> Request:
+        return self._genl(IPVS_CMD_DEL_SERVICE, _attr(IPVS_CMD_ATTR_SERVICE, _svc_key_attrs(key)),
+                          f"delete virtual server {key}")
+
+    def add_dest(self, key: VSKey, dest: Dest, weight: int = 1) -> Request:
+        return self._genl(IPVS_CMD_NEW_DEST, _attr(IPVS_CMD_ATTR_SERVICE, _svc_key_attrs(key))
+                          + _attr(IPVS_CMD_ATTR_DEST, _dest_attrs(dest, weight)),
+                          f"add real server {dest.ip}:{dest.port} to {key}")
+
+    def set_dest(self, key: VSKey, dest: Dest, weight: int) -> Request:
+        return self._genl(IPVS_CMD_SET_DEST, _attr(IPVS_CMD_ATTR_SERVICE, _svc_key_attrs(key))
+                          + _attr(IPVS_CMD_ATTR_DEST, _dest_attrs(dest, weight)),
+                          f"set weight {weight} of {dest.ip}:{dest.port} in {key}")
+
+    def del_dest(self, key: VSKey, dest: Dest) -> Request:
+        return self._genl(IPVS_CMD_DEL_DEST, _attr(IPVS_CMD_ATTR_SERVICE, _svc_key_attrs(key))
+                          + _attr(IPVS_CMD_ATTR_DEST, _dest_attrs(dest, None)),
+                          f"delete real server {dest.ip}:{dest.port} from {key}")
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> Request:
+        """`ipvsadm --set tcp tcpfin udp` (0 keeps the current value)."""
+        return self._genl(IPVS_CMD_SET_CONFIG, _u32(IPVS_CMD_ATTR_TIMEOUT_TCP, tcp)
+                          + _u32(IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, tcpfin) + _u32(IPVS_CMD_ATTR_TIMEOUT_UDP, udp),
+                          "set IPVS timeouts")
+
+    def run(self, requests: Iterable[Request], ignore: tuple[int, ...] = ()) -> list[tuple[Request, int]]:
+        return self.nl.run(requests, ignore)
+
+
+def _hexaddr(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return str(ipaddress.IPv6Address(host)), int(port, 16)
+    host, _, port = text.partition(":")
+    return socket.inet_ntoa(struct.pack("!I", int(host, 16))), int(port, 16)
+
+
+def parse_proc_ip_vs(text: str, hz: int | None = None) -> dict[VSKey, KernelVS]:
+    """/proc/net/ip_vs → virtual servers with their real servers.
+
+    The proc file prints the persistence timeout in jiffies; pass `hz` to get
+    seconds (None leaves the raw value, which callers then do not trust).
+    """
+    out: dict[VSKey, KernelVS] = {}
+    current: KernelVS | None = None
+    for line in text.splitlines():
+        if line.startswith("  ->"):
+            if current is None:
+                continue
+            parts = line.split()
+            if len(parts) < 6 or parts[1] == "RemoteAddress:Port":
+                continue
+            ip, port = _hexaddr(parts[1])
+            current.dests[Dest(ip, port)] = (int(parts[3]), int(parts[4]), int(parts[5]))
+            continue
+        parts = line.split()
+        if not parts or parts[0] not in PROTOCOLS:
+            current = None
+            continue
+        ip, port = _hexaddr(parts[1])
+        flags, timeout = 0, 0
+        if "persistent" in parts:
+            flags |= FLAG_PERSISTENT
+            raw = int(parts[parts.index("persistent") + 1])
+            timeout = raw // hz if hz else raw
+        current = KernelVS(VSSpec(parts[2], flags, timeout))
+        out[VSKey(parts[0], ip, port)] = current
+    return out
+
+
+def read_ipvs() -> dict[VSKey, KernelVS]:
+    try:
+        with open("/proc/net/ip_vs") as f:
+            return parse_proc_ip_vs(f.read())
+    except FileNotFoundError:
+        return {}
+
+
+# -- kube-ipvs0 -----------------------------------------------------------------------
+
+class DummyDevice:
+    """kube-ipvs0: a dummy link (left down, as kube-proxy leaves it) holding service addresses.
+
+    An address on any link, up or not, gets a local route: the kernel then takes
+    traffic to it into INPUT, where IPVS picks it up.
+    """
+
+    def __init__(self, name: str = DUMMY_DEVICE):
+        self.name = name
+        self.index = self.ensure()
+        self.nl = NetlinkBatcher(socket.NETLINK_ROUTE)
+
+    def ensure(self) -> int:
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.name)
+            if not idx:
+                try:
+                    ipr.link("add", ifname=self.name, kind="dummy")
+                except Exception as err:  # created meanwhile: fine
+                    if getattr(err, "code", None) != errno.EEXIST:
+                        raise
+                idx = ipr.link_lookup(ifname=self.name)
+            return idx[0]
+
+    def close(self) -> None:
+        self.nl.close()
+
+    def addresses(self) -> set[str]:
+        """The addresses bound to the device now."""
+        out = subprocess.run(["ip", "-o", "addr", "show", "dev", self.name], capture_output=True, text=True).stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3}
+
+    def _req(self, kind: int, ip: str) -> Request:
+        af, raw = _family_addr(ip)
+        plen = 32 if af == socket.AF_INET else 128
+        body = struct.pack("=BBBBI", af, plen, 0, 0, self.index) + _attr(IFA_LOCAL, raw) + _attr(IFA_ADDRESS, raw)
+        flags = NLM_F_CREATE | NLM_F_REPLACE if kind == RTM_NEWADDR else 0
+        return Request(kind, flags, body, f"{'bind' if kind == RTM_NEWADDR else 'unbind'} {ip} on {self.name}")
+
+    def bind(self, ips: Iterable[str]) -> list[tuple[Request, int]]:
+        return self.nl.run((self._req(RTM_NEWADDR, ip) for ip in ips), ignore=(errno.EEXIST,))
+
+    def unbind(self, ips: Iterable[str]) -> list[tuple[Request, int]]:
+        return self.nl.run((self._req(RTM_DELADDR, ip) for ip in ips),
+                           ignore=(errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV))
+
+
+def node_addresses(exclude_device: str = DUMMY_DEVICE) -> list[str]:
+    """Local addresses NodePorts answer on: all but loopback, link-local and kube-ipvs0's.
+
+    kube-proxy's ipvs mode (GetAllLocalAddressesExcept + isValidForSet).
+    """
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    ips = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[1].rstrip(":").split("@")[0] == exclude_device:
+            continue
+        if parts[2] not in ("inet", "inet6"):
+            continue
+        ip = ipaddress.ip_address(parts[3].split("/")[0])
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast:
+            continue
+        ips.append(str(ip))
+    return sorted(set(ips))
+
+
+def set_sysctl(path: str, value: str) -> str | None:
+    """Write /proc/sys/<path>; None on success, else why not."""
+    try:
+        with open(f"/proc/sys/{path}", "w") as f:
+            f.write(value)
+        return None
+    except OSError as err:
+        return f"{path}: {err.strerror}"
