@@ -95,8 +95,10 @@ class PodWorker:
             return
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        if self._timer is not None and self._timer.when() <= when and not self._timer.cancelled():
-            return
+        pending = (self._timer is not None and not self._timer.cancelled()
+                   and self._timer.when() > loop.time())
+        if pending and self._timer.when() <= when:
+            return  # an earlier wake-up is already due
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(when, self._wake.set)
@@ -317,7 +319,9 @@ class PodWorker:
                 continue
             gate = (lambda: True) if kind == "startup" else (lambda c=c: c.started)
             w = ProbeWorker(kind, probe, spec, pod_ip=self.rec.ip, exec_prefix=prefix, env=c.env,
-                            gate=gate, on_result=lambda k, ok, msg, changed, c=c: self._probed(c, k, ok, msg, changed))
+                            gate=gate, on_result=lambda k, ok, msg, changed, c=c, h=c.handle:
+                            # a result that lands after its run ended is about nothing
+                            c.handle is h and self._probed(c, k, ok, msg, changed))
             w.start()
             c.probes.append(w)
 

@@ -95,3 +95,24 @@ def _pid_in(c: AgentCluster, pod: str) -> int:
                and b"sh\x00-c" not in open(f"/proc/{p}/cmdline", "rb").read()]
     assert len(servers) == 1, servers
     return servers[0]
+
+
+def test_crash_loop_back_off_keeps_restarting_with_growing_delays(one_node):
+    c = one_node
+    c.kill_agent("node01")
+    c.start_agent("node01", "--restart-backoff", "0.3")  # 0, 0.3, 0.6, 1.2 s ... instead of 0, 10, 20, 40
+    c.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: looper}}
+spec:
+  nodeName: {c.nodes["node01"].name}
+  restartPolicy: OnFailure
+  containers:
+  - {{name: c, image: busybox, command: [sh, -c, 'date +%s.%N; exit 1']}}
+""")
+    pod = c.wait_pod("looper", lambda p: p["status"]["containerStatuses"][0]["restartCount"] >= 4,
+                     timeout=30, what="4 restarts")
+    cs = pod["status"]["containerStatuses"][0]
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+    assert pod["status"]["phase"] == "Running"  # OnFailure: restarting, not failed
