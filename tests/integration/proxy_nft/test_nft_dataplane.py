@@ -88,11 +88,13 @@ def test_table_shows_kube_proxys_layout(env):
     assert "type ipv4_addr . inet_proto . inet_service : verdict" in table
     assert re.search(r"10\.96\.10\.10 \. tcp \. 80 : goto service-\w{8}-default/web/tcp/http", table)
     assert re.search(r"tcp \. 30080 : goto external-\w{8}-default/web/tcp/http", table)
-    assert re.search(r"\tchain endpoint-\w{8}-default/web/tcp/http__10\.244\.1\.10/8080 \{", table)
-    assert "meta l4proto tcp dnat to 10.244.1.10:8080" in table
-    assert "numgen random mod 3 0 goto endpoint-" in table  # one endpoint in three, then one in two
+    assert re.search(r"\tchain service-\w{8}-default/web/tcp/http \{", table)
+    # one endpoint in three, then one in two, then the last
+    assert "meta l4proto tcp numgen random mod 3 0 dnat to 10.244.1.10:8080" in table
+    assert "meta l4proto tcp numgen random mod 2 0 dnat to 10.244.1.11:8080" in table
+    assert "ip saddr . ip daddr @hairpin-endpoints masquerade fully-random" in table
     assert re.search(r'tcp \. 30083 comment "default/empty:http" : goto reject-chain', table)
-    assert re.search(r"update @affinity-\w{8}-default/sticky/tcp/http__10\.244\.1\.1\d/8080 \{ ip saddr \}", table)
+    assert re.search(r"update @affinity-\w{8}-default/sticky/tcp/http__10\.244\.1\.1\d/8080 \{ ip saddr \} dnat", table)
     assert "timeout 10m" in table
     assert "meta mark set meta mark | 0x00004000" in table
 
@@ -152,7 +154,9 @@ def test_endpoint_removal_takes_effect_within_2s(env):
     assert wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 12), timeout=2)
     assert time.monotonic() - t0 < 2.0
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == {"pod0", "pod1"}
-    assert "web/tcp/http__10.244.1.12/8080" not in nft(lab, "list chains ip")  # its endpoint chain is gone
+    web = re.search(r"chain service-\w{8}-default/web/tcp/http \{(.*?)\}", nft(lab, "list table ip kube-proxy"),
+                    re.S).group(1)
+    assert "dnat to 10.244.1.11:8080" in web and "10.244.1.12" not in web
     feed.apply(endpoint_slice("web", [p0, p1, p2]))
     assert set(lab.names(lab.node, "http://10.96.10.10/", 40)) == ALL
 

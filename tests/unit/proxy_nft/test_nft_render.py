@@ -24,7 +24,8 @@ from kubesvc.proxy.model import (DesiredState, Endpoint, EndpointSet, ServiceEnt
 SPN = ServicePortName("ns1", "svc1", "p80", "TCP")
 
 
-def entry(spn=SPN, ip="10.96.0.10", eps=("10.244.1.10", "10.244.1.11"), local=(), **kw) -> ServiceEntry:
+def entry(spn=SPN, ip="10.96.0.10", eps=("10.244.1.10", "10.244.1.11"), local=(), name=None, **kw) -> ServiceEntry:
+    spn = name or spn
     endpoints = [Endpoint(e, 8080, "node1" if e in local or not local else "node2", e in local or not local)
                  for e in eps]
     return ServiceEntry(ServicePort(spn, ip, 80, **kw), EndpointSet.categorize(endpoints))
@@ -39,26 +40,27 @@ def test_names_are_kube_proxys():
 def test_clusterip_service_layout():
     s = service_nft(entry(), "10.244.0.0/16")
     svc = "service-ULMVA6XW-ns1/svc1/tcp/p80"
-    assert s.elements == [("service-ips", "10.96.0.10 . tcp . 80", f"goto {svc}", "")]
-    eps = [c for c in s.chains if c.startswith("endpoint-")]
-    assert len(eps) == 2
-    assert s.chains[svc] == [
+    assert s.elements == [("service-ips", "10.96.0.10 . tcp . 80", f"goto {svc}", ""),
+                          ("hairpin-endpoints", "10.244.1.10 . 10.244.1.10", "", ""),
+                          ("hairpin-endpoints", "10.244.1.11 . 10.244.1.11", "", "")]
+    assert s.chains == {svc: [
         "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-        f"numgen random mod 2 == 0 goto {eps[0]}",
-        f"goto {eps[1]}",
-    ]
-    assert s.chains[eps[0]] == ["ip saddr 10.244.1.10 jump mark-for-masquerade",
-                                "meta l4proto tcp dnat to 10.244.1.10:8080"]
+        "meta l4proto tcp numgen random mod 2 == 0 dnat to 10.244.1.10:8080",
+        "meta l4proto tcp dnat to 10.244.1.11:8080",
+    ]}
     assert not s.affinity_sets
 
 
-def test_spreading_probabilities_and_vmap_for_many_endpoints():
-    three = service_nft(entry(eps=("10.244.1.1", "10.244.1.2", "10.244.1.3")), None)
-    rules = three.chains["service-ULMVA6XW-ns1/svc1/tcp/p80"]
-    assert [r.partition("goto ")[0].strip() for r in rules] == ["numgen random mod 3 == 0", "numgen random mod 2 == 0", ""]
+def test_spreading_probabilities_and_a_map_for_many_endpoints():
+    three = service_nft(entry(eps=("10.244.1.1", "10.244.1.2", "10.244.1.3"), protocol="UDP",
+                              name=ServicePortName("ns1", "svc1", "p80", "UDP")), None)
+    (rules,) = three.chains.values()
+    assert [r.partition("dnat")[0].strip() for r in rules] == [
+        "meta l4proto udp numgen random mod 3 == 0", "meta l4proto udp numgen random mod 2 == 0", "meta l4proto udp"]
     many = service_nft(entry(eps=tuple(f"10.244.1.{i}" for i in range(1, VMAP_MIN_ENDPOINTS + 1))), None)
     (rule,) = many.chains["service-ULMVA6XW-ns1/svc1/tcp/p80"]
-    assert rule.startswith(f"numgen random mod {VMAP_MIN_ENDPOINTS} vmap {{ 0 : goto endpoint-")
+    assert rule.startswith(f"meta l4proto tcp dnat ip addr . port to numgen random mod {VMAP_MIN_ENDPOINTS} "
+                           "map { 0 : 10.244.1.1 . 8080, 1 : ")
 
 
 def test_no_endpoints_rejects_and_external_local_without_local_endpoints_drops():
@@ -86,12 +88,15 @@ def test_external_policy_local_short_circuits_and_keeps_local_endpoints():
 
 def test_affinity_sets_and_rules():
     s = service_nft(entry(affinity_timeout=600), None)
-    assert set(s.affinity_sets.values()) == {600} and len(s.affinity_sets) == 2
-    svc = s.chains["service-ULMVA6XW-ns1/svc1/tcp/p80"]
-    assert svc[0].startswith("ip saddr @affinity-") and " goto endpoint-" in svc[0]
-    for name in s.affinity_sets:
-        chain = "endpoint-" + name.removeprefix("affinity-")
-        assert f"update @{name} {{ ip saddr }}" in s.chains[chain]
+    assert s.affinity_sets == {f"affinity-{endpoint_base(SPN, 'tcp', Endpoint(ip, 8080))}": 600
+                               for ip in ("10.244.1.10", "10.244.1.11")}
+    a10, a11 = s.affinity_sets
+    assert s.chains["service-ULMVA6XW-ns1/svc1/tcp/p80"] == [
+        f"ip saddr @{a10} meta l4proto tcp update @{a10} {{ ip saddr }} dnat to 10.244.1.10:8080",
+        f"ip saddr @{a11} meta l4proto tcp update @{a11} {{ ip saddr }} dnat to 10.244.1.11:8080",
+        f"meta l4proto tcp numgen random mod 2 == 0 update @{a10} {{ ip saddr }} dnat to 10.244.1.10:8080",
+        f"meta l4proto tcp update @{a11} {{ ip saddr }} dnat to 10.244.1.11:8080",
+    ]
 
 
 def test_load_balancer_source_ranges_firewall():
@@ -143,8 +148,12 @@ class Table:
                 if op == "add":
                     assert self.sets.get(name, rest) == rest, f"{name} exists with other flags"
                     self.sets[name] = rest
+                    self.maps.setdefault(name, {})
+                elif op == "flush":
+                    self.maps[name].clear()
                 else:
                     del self.sets[name]
+                    del self.maps[name]
                     assert name not in self.refs(), f"deleting referenced set {name}"
             elif kind == "element":
                 body = rest.strip()[1:-1].strip()
@@ -222,5 +231,6 @@ def test_one_service_change_touches_only_that_service():
     full, changed, previous = dp.compute(DesiredState(services, changed=frozenset({victim})), full=False)
     text = dp.render_partial(changed, previous)
     assert not full and changed == {victim}
-    assert all("default/s7/" in line for line in text.splitlines()), text
-    assert "element" not in text  # the service's address still leads to the same chain
+    assert all("default/s7/" in line or "hairpin-endpoints" in line for line in text.splitlines()), text
+    # the service's address still leads to the same chain: only the new pod's hairpin pair comes and goes
+    assert "service-ips" not in text and "10.244.1.99 . 10.244.1.99" in text

@@ -4,21 +4,30 @@ Names and shapes follow kube-proxy's pkg/proxy/nftables/proxier.go: in table
 ``ip kube-proxy`` the verdict maps ``service-ips`` / ``service-nodeports``
 (ClusterIP, externalIPs, LB ingress IPs, NodePorts → the service's chain),
 ``no-endpoint-services`` / ``no-endpoint-nodeports`` (→ reject or drop),
-``firewall-ips`` (loadBalancerSourceRanges), and per service port the chains
-``service-``/``local-``/``external-``/``firewall-`` + ``HASH-ns/name/proto/port``
-and ``endpoint-HASH-ns/name/proto/port__ip/port``, with ``affinity-...`` sets
-for ClientIP affinity.
+``firewall-ips`` (loadBalancerSourceRanges), per service port the chains
+``service-``/``local-``/``external-``/``firewall-`` + ``HASH-ns/name/proto/port``,
+and ``affinity-HASH-ns/name/proto/port__ip/port`` sets for ClientIP affinity.
 
-One deliberate difference: kube-proxy spreads with ``numgen random mod N vmap
-{ 0 : goto ..., ... }``, an *anonymous set per service*. The kernel names and
-binds each anonymous set by walking every set in the table, so a table of n
-services costs O(n²) to load (10,000 services: ~61 s in one transaction on this
-machine; named per-service maps are O(n²) too: set lookup by name is a list
-walk). Here a service with up to :data:`VMAP_MIN_ENDPOINTS` - 1 endpoints spreads
-with one rule per endpoint, ``numgen random mod (N-i) == 0 goto endpoint-i``
-(the same conditional probabilities as iptables' ``statistic`` rules), which
-uses no set at all; only services with many endpoints, which are few, get
-kube-proxy's vmap so a new connection never walks a long chain.
+Two measured departures, both about the cost of loading and changing the table
+(docs/proxy-nftables.md has the figures):
+
+* kube-proxy spreads with ``numgen random mod N vmap { 0 : goto ..., ... }``, an
+  *anonymous set per service*. The kernel names and binds each anonymous set by
+  walking every set in the table, so n services cost O(n²) to load (10,000: ~61 s
+  in one transaction; named per-service maps are O(n²) too, set lookup by name is
+  a list walk). Here a service spreads with one rule per endpoint,
+  ``numgen random mod (N-i) == 0 ... dnat to endpoint-i`` (the conditional
+  probabilities of iptables' ``statistic`` rules) and uses no set; only a service
+  with :data:`VMAP_MIN_ENDPOINTS` or more endpoints (few of them) gets one
+  anonymous map, ``dnat ip addr . port to numgen random mod N map { ... }``, so a
+  new connection never walks a long chain.
+* kube-proxy has an ``endpoint-...`` chain per endpoint (hairpin mark, affinity
+  update, DNAT). The ``nft`` program reads every chain of the table before any
+  transaction that adds rules or elements, so chains cost on *every* sync; two
+  thirds of them were endpoint chains. Their work is done in the service chain's
+  rules instead (``update @affinity-... { ip saddr } dnat to ...``), and hairpin
+  traffic (a pod reaching itself through its service) is masqueraded from one
+  shared set of ``endpoint . endpoint`` address pairs, ``hairpin-endpoints``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ SERVICE_NODEPORTS = "service-nodeports"
 NO_ENDPOINT_SERVICES = "no-endpoint-services"
 NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
 FIREWALL_IPS = "firewall-ips"
+HAIRPIN_ENDPOINTS = "hairpin-endpoints"
 REJECT_CHAIN = "reject-chain"
 MARK_MASQ = "mark-for-masquerade"
 MASQUERADING = "masquerading"
@@ -56,6 +66,10 @@ MAPS: tuple[tuple[str, str, str], ...] = (
     (FIREWALL_IPS, ADDR_KEY, "destinations that are subject to LoadBalancerSourceRanges"),
     (SERVICE_IPS, ADDR_KEY, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
     (SERVICE_NODEPORTS, PORT_KEY, "NodePort traffic"),
+)
+# Shared plain sets (elements without verdicts), claimed per service like map keys.
+SETS: tuple[tuple[str, str, str], ...] = (
+    (HAIRPIN_ENDPOINTS, "ipv4_addr . ipv4_addr", "endpoint . endpoint: a pod reaching itself through a service"),
 )
 
 # Base chains: (name, type, hook, priority). Filtering runs before DNAT so it sees
@@ -95,6 +109,8 @@ STATIC_CHAINS: dict[str, tuple[str, ...]] = {
     ),
     MARK_MASQ: (f"mark set mark or {MASQ_MARK}",),
     MASQUERADING: (
+        # hairpin: the source is the endpoint the connection was DNATed to
+        f"ip saddr . ip daddr @{HAIRPIN_ENDPOINTS} masquerade fully-random",
         f"mark and {MASQ_MARK} == 0 return",
         f"mark set mark xor {MASQ_MARK}",
         "masquerade fully-random",
@@ -126,7 +142,7 @@ def is_service_chain(name: str) -> bool:
     return "/" in name
 
 
-# An element of a shared map: (map, key, verdict, comment or "").
+# An element of a shared map or set: (map, key, verdict or "" in a set, comment or "").
 Element = tuple[str, str, str, str]
 
 
@@ -210,25 +226,21 @@ def service_nft(entry: ServiceEntry, cluster_cidr: str | None) -> ServiceNft:
         if not has_external:
             out.elements.append((NO_ENDPOINT_NODEPORTS, np_key, external_verdict, name))
 
-    # Per-service chains. Endpoint chains first: the service chains jump to them.
-    eps = {ep: endpoint_base(spn, proto, ep) for ep in (entry.endpoints.all if (uses_cluster or uses_local) else ())}
-    if sp.affinity_timeout:
-        for b in eps.values():
-            out.affinity_sets[f"affinity-{b}"] = sp.affinity_timeout
-    for ep, b in eps.items():
-        rules = out.chains[f"endpoint-{b}"] = [f"ip saddr {ep.ip} jump {MARK_MASQ}"]
-        if sp.affinity_timeout:
-            rules.append(f"update @affinity-{b} {{ ip saddr }}")
-        rules.append(f"meta l4proto {proto} dnat to {ep.address}")
+    # Per-service chains
+    used = entry.endpoints.all if (uses_cluster or uses_local) else ()
+    affinity = {ep: f"affinity-{endpoint_base(spn, proto, ep)}" for ep in used} if sp.affinity_timeout else {}
+    for name_ in affinity.values():
+        out.affinity_sets[name_] = sp.affinity_timeout
+    out.elements += [(HAIRPIN_ENDPOINTS, f"{ip} . {ip}", "", "") for ip in sorted({ep.ip for ep in used})]
     if uses_cluster:
         rules = out.chains[svc] = []
         if cluster_cidr:
             # masquerade off-cluster traffic to the ClusterIP (it may bounce off-node)
             rules.append(f"ip daddr {sp.cluster_ip} {proto} dport {sp.port} ip saddr != {cluster_cidr} "
                          f"jump {MARK_MASQ}")
-        rules += _to_endpoints(sp.affinity_timeout, cluster_eps, eps)
+        rules += _to_endpoints(proto, cluster_eps, affinity)
     if uses_local:
-        out.chains[svl] = _to_endpoints(sp.affinity_timeout, local_eps, eps)
+        out.chains[svl] = _to_endpoints(proto, local_eps, affinity)
     if uses_ext_chain:
         rules = out.chains[ext] = []
         if not sp.external_policy_local:
@@ -245,18 +257,18 @@ def service_nft(entry: ServiceEntry, cluster_cidr: str | None) -> ServiceNft:
     return out
 
 
-def _to_endpoints(affinity: int, eps: tuple[Endpoint, ...], bases: dict[Endpoint, str]) -> list[str]:
-    rules = []
-    if affinity:
-        rules += [f"ip saddr @affinity-{bases[ep]} goto endpoint-{bases[ep]}" for ep in eps]
+def _to_endpoints(proto: str, eps: tuple[Endpoint, ...], affinity: dict[Endpoint, str]) -> list[str]:
+    """Rules choosing one endpoint and DNATing to it (affinity first, as kube-proxy)."""
+    def dnat(ep: Endpoint) -> str:
+        remember = f"update @{affinity[ep]} {{ ip saddr }} " if affinity else ""
+        return f"{remember}dnat to {ep.address}"
+
+    rules = [f"ip saddr @{affinity[ep]} meta l4proto {proto} {dnat(ep)}" for ep in eps] if affinity else []
     n = len(eps)
-    if n >= VMAP_MIN_ENDPOINTS:
-        vmap = ", ".join(f"{i} : goto endpoint-{bases[ep]}" for i, ep in enumerate(eps))
-        rules.append(f"numgen random mod {n} vmap {{ {vmap} }}")
-        return rules
+    if n >= VMAP_MIN_ENDPOINTS and not affinity:
+        targets = ", ".join(f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(eps))
+        return [f"meta l4proto {proto} dnat ip addr . port to numgen random mod {n} map {{ {targets} }}"]
     for i, ep in enumerate(eps):
-        if i < n - 1:
-            rules.append(f"numgen random mod {n - i} == 0 goto endpoint-{bases[ep]}")
-        else:
-            rules.append(f"goto endpoint-{bases[ep]}")
+        pick = f"numgen random mod {n - i} == 0 " if i < n - 1 else ""
+        rules.append(f"meta l4proto {proto} {pick}{dnat(ep)}")
     return rules
