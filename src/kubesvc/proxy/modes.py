@@ -52,18 +52,12 @@ def _modprobe(module: str) -> str | None:
 
 def _ipvs_family() -> str | None:
     """None when the kernel answers on the IPVS generic-netlink family, else the error."""
+    from kubesvc.proxy.dataplanes.ipvs_netlink import ipvs_family_id
     try:
-        from pyroute2.netlink.generic import GenericNetlinkSocket
-    except ImportError as err:  # pragma: no cover - pyroute2 is a dependency
-        return f"pyroute2 missing: {err}"
-    sock = GenericNetlinkSocket()
-    try:
-        sock.get_protocol_id("IPVS")
+        ipvs_family_id()
         return None
     except Exception as err:  # NetlinkError(2, 'No such file or directory') when absent
         return f"generic netlink family IPVS not found ({err})"
-    finally:
-        sock.close()
 
 
 def probe_ipvs(scheduler: str = "rr") -> tuple[bool, str]:

@@ -120,3 +120,23 @@ def test_chunked_first_sync_equals_one_transaction():
     for t in texts:
         _apply(t, kernel)
     assert kernel == ref
+
+
+def test_large_cluster_mode_drops_endpoint_comments_and_flips_cleanly():
+    rng = random.Random(11)
+    dp = IptablesDataPlane(Backend("legacy"))
+    kernel: dict = {}
+    for n in (300, 900, 300):  # ~450 endpoints, ~1350 (large), ~450 again
+        state = _random_state(rng, n)
+        full, changed, old = dp.compute(DesiredState(state), False)
+        text = dp.render_full(set(old_c for r in old.values() for old_c in r.chains) - {
+            c for r in dp._rules.values() for c in r.chains}) if full else dp.render_partial(changed, old)
+        _apply(text, kernel)
+        ref_dp = IptablesDataPlane(Backend("legacy"))
+        ref_dp.compute(DesiredState(state), True)
+        ref: dict = {}
+        _apply(ref_dp.render_full(set()), ref)
+        assert {k: v for k, v in kernel["nat"].items() if v or k in ref["nat"]} == ref["nat"]
+        seps = [line for c, lines in kernel["nat"].items() if c.startswith("KUBE-SEP-") for line in lines]
+        assert dp.large == (n == 900)
+        assert any("--comment" in line for line in seps) != dp.large

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 MASQ_MARK = "0x4000"
 NODEPORTS_LAST = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must '
                   'be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+# kube-proxy's largeClusterEndpointsThreshold: beyond it, per-endpoint rules lose their comments
+LARGE_CLUSTER_ENDPOINTS = 1000
 # iptables-nft: services per transaction for a first sync (see _render_chunked)
 NFT_CHUNK = 1000
 PER_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
@@ -166,8 +168,13 @@ def sep_chain(spn: ServicePortName, proto: str, ep: Endpoint) -> str:
     return "KUBE-SEP-" + endpoint_hash(spn, proto, ep.address)
 
 
-def service_rules(entry: ServiceEntry, cluster_cidr: str | None) -> ServiceRules:
-    """kube-proxy's rules for one service port (see proxier.go syncProxyRules)."""
+def service_rules(entry: ServiceEntry, cluster_cidr: str | None, large: bool = False) -> ServiceRules:
+    """kube-proxy's rules for one service port (see proxier.go syncProxyRules).
+
+    `large` is kube-proxy's large-cluster mode (more than 1,000 endpoints): the
+    per-endpoint rules carry no comments, which makes iptables-restore markedly
+    cheaper on big tables.
+    """
     sp = entry.port
     spn, proto = sp.name, sp.proto
     name = str(spn)
@@ -251,30 +258,31 @@ def service_rules(entry: ServiceEntry, cluster_cidr: str | None) -> ServiceRules
         if cluster_cidr:
             rules.append(f"-A {svc} -m comment --comment {_q(name + ' cluster IP')} {pmatch} -d {sp.cluster_ip} "
                          f"--dport {sp.port} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
-        rules += _to_endpoints(svc, name, sp.affinity_timeout, cluster_eps, seps)
+        rules += _to_endpoints(svc, name, sp.affinity_timeout, cluster_eps, seps, large)
     if uses_local:
-        r.chains[svl] = _to_endpoints(svl, name, sp.affinity_timeout, local_eps, seps)
+        r.chains[svl] = _to_endpoints(svl, name, sp.affinity_timeout, local_eps, seps, large)
     for ep, sep in seps.items():
         dnat = f"{pmatch} -j DNAT --to-destination {ep.address}"
         if sp.affinity_timeout:
             dnat = f"-m recent --name {sep} --set {dnat}"
-        r.chains[sep] = [f"-A {sep} -m comment --comment {_q(name)} -s {ep.ip} -j KUBE-MARK-MASQ",
-                         f"-A {sep} -m comment --comment {_q(name)} {dnat}"]
+        c = "" if large else f"-m comment --comment {_q(name)} "
+        r.chains[sep] = [f"-A {sep} {c}-s {ep.ip} -j KUBE-MARK-MASQ", f"-A {sep} {c}{dnat}"]
     return r
 
 
 def _to_endpoints(chain: str, name: str, affinity: int, eps: tuple[Endpoint, ...],
-                  sep_names: dict[Endpoint, str]) -> list[str]:
+                  sep_names: dict[Endpoint, str], large: bool = False) -> list[str]:
     out = []
-    seps = [(ep, sep_names[ep]) for ep in eps]
+    seps = [(ep, sep_names[ep], "" if large else f"-m comment --comment {_q(f'{name} -> {ep.address}')} ")
+            for ep in eps]
     if affinity:
-        for ep, sep in seps:
-            out.append(f"-A {chain} -m comment --comment {_q(f'{name} -> {ep.address}')} -m recent --name {sep} "
+        for ep, sep, c in seps:
+            out.append(f"-A {chain} {c}-m recent --name {sep} "
                        f"--mask 255.255.255.255 --rcheck --seconds {affinity} --reap -j {sep}")
     n = len(seps)
-    for i, (ep, sep) in enumerate(seps):
+    for i, (ep, sep, c) in enumerate(seps):
         stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
-        out.append(f"-A {chain} -m comment --comment {_q(f'{name} -> {ep.address}')} {stat}-j {sep}")
+        out.append(f"-A {chain} {c}{stat}-j {sep}")
     return out
 
 
@@ -299,6 +307,7 @@ class IptablesDataPlane:
         self._known_chains: set[str] = set()  # per-service chains present in the kernel
         self._need_full = True
         self._chain_rules = 0  # rules in per-service chains, kept as they change
+        self.large = False  # kube-proxy's large-cluster mode (no per-endpoint comments)
         self.last_restore_input = ""
 
     # -- rendering ----------------------------------------------------------
@@ -451,7 +460,14 @@ class IptablesDataPlane:
         """Update per-service rules for what changed; returns (full, changed, old rules)."""
         full = full or self._need_full
         new, old = desired.services, self._applied
-        if desired.changed is not None and not full and not self._need_full:
+        large = sum(len(e.endpoints.all) for e in new.values()) > LARGE_CLUSTER_ENDPOINTS
+        flip = large != self.large
+        if flip:
+            # every endpoint rule changes shape: rewrite everything once
+            self.large, full = large, True
+            candidates = new.keys() | old.keys() | self._rules.keys()
+            self._applied = old = {}
+        elif desired.changed is not None and not full and not self._need_full:
             # the tracker's hint, checked against what we applied (it may cover several syncs)
             candidates = desired.changed | (old.keys() - new.keys())
         else:
@@ -461,6 +477,8 @@ class IptablesDataPlane:
             a, b = new.get(spn), old.get(spn)
             if a is not b and a != b:
                 changed.add(spn)
+        if flip:
+            changed |= self._rules.keys() - new.keys()
         old_rules = {spn: self._rules[spn] for spn in changed if spn in self._rules}
         for spn in changed:
             entry = desired.services.get(spn)
@@ -468,7 +486,7 @@ class IptablesDataPlane:
             if gone is not None:
                 self._chain_rules -= sum(len(ls) for ls in gone.chains.values())
             if entry is not None:
-                r = self._rules[spn] = service_rules(entry, self.cluster_cidr)
+                r = self._rules[spn] = service_rules(entry, self.cluster_cidr, self.large)
                 self._chain_rules += sum(len(ls) for ls in r.chains.values())
         self._applied = dict(desired.services)
         return full, changed, old_rules

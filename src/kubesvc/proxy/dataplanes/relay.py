@@ -75,6 +75,7 @@ class _Side(asyncio.Protocol):
         self.paused_peer = False   # we paused the peer's reading because our buffer is full
         self.eof_pending = False   # an EOF to pass to this side once its buffer drains
         self.early: list[bytes] = []
+        self.eof_retries = 0
 
     # data from this side goes to the peer
     def data_received(self, data: bytes) -> None:
@@ -105,9 +106,16 @@ class _Side(asyncio.Protocol):
         if self.eof_out or self.closed or t is None or t.is_closing():
             return
         if t.get_write_buffer_size():
-            # resume_writing fires only after a pause: poll until the buffer drains
+            # uvloop queues writes and flushes them at the end of the loop iteration:
+            # look again on the next one; while the buffer is really backed up
+            # (resume_writing fires only after a pause) keep looking every 5 ms.
             self.eof_pending = True
-            asyncio.get_running_loop().call_later(0.005, self._retry_eof)
+            loop = asyncio.get_running_loop()
+            if self.eof_retries < 1:
+                loop.call_soon(self._retry_eof)
+            else:
+                loop.call_later(0.005, self._retry_eof)
+            self.eof_retries += 1
             return
         self.eof_out = True
         try:
