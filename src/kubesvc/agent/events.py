@@ -1,7 +1,7 @@
 """Events about pods and the node, written as kubelet writes them (source component kubelet).
 
 Writes are queued and sent by one background task, so recording an event never
-blocks a pod's lifecycle; a failed write is logged and dropped, as client-go's
+blocks a pod's lifecycle; repeats of an event within ten minutes update its count; a failed write is logged and dropped, as client-go's
 recorder does.
 """
 
@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from datetime import datetime, timezone
 
 from lightkube import codecs
+from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
 
 log = logging.getLogger(__name__)
+
+AGGREGATE_WINDOW = 600.0  # seconds: repeats within it update one Event
 
 
 def now_rfc3339() -> str:
@@ -29,6 +34,7 @@ class EventRecorder:
         self.node_name = node_name
         self._queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=1000)
         self._task: asyncio.Task | None = None
+        self._seen: dict[tuple, list] = {}  # (uid, fieldPath, reason, message) -> [name, count, last]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="events")
@@ -53,6 +59,17 @@ class EventRecorder:
     def _emit(self, namespace: str, name: str, involved: dict, reason: str, message: str,
               warning: bool) -> None:
         ts = now_rfc3339()
+        # Repeats of one event (a probe failing every period) bump its count, as
+        # client-go's correlator does, instead of writing a new object each time.
+        key = (involved.get("uid"), involved.get("fieldPath"), reason, message)
+        seen = self._seen.get(key)
+        now = time.monotonic()
+        if seen is not None and now - seen[2] < AGGREGATE_WINDOW:
+            seen[1] += 1
+            seen[2] = now
+            self._put({"_patch": True, "metadata": {"name": seen[0], "namespace": namespace},
+                       "count": seen[1], "lastTimestamp": ts})
+            return
         ev = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": namespace},
@@ -62,17 +79,28 @@ class EventRecorder:
             "type": "Warning" if warning else "Normal",
             "reportingComponent": "kubelet", "reportingInstance": self.node_name,
         }
+        self._seen[key] = [ev["metadata"]["name"], 1, now]
+        if len(self._seen) > 4096:
+            self._seen.pop(next(iter(self._seen)))
+        self._put(ev)
+
+    def _put(self, ev: dict) -> None:
         try:
             self._queue.put_nowait(ev)
         except asyncio.QueueFull:
-            log.debug("event queue full; dropping %s %s", reason, name)
+            log.debug("event queue full; dropping %s", ev.get("reason", "an update"))
 
     async def _run(self) -> None:
         while True:
             ev = await self._queue.get()
             try:
-                await self.client.create(codecs.from_dict(ev))
+                if ev.pop("_patch", False):
+                    md = ev.pop("metadata")
+                    await self.client.patch(Event, md["name"], ev, namespace=md["namespace"],
+                                            patch_type=PatchType.MERGE)
+                else:
+                    await self.client.create(codecs.from_dict(ev))
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # the namespace is going, the server restarts...
-                log.debug("event %s not written: %s", ev["reason"], err)
+                log.debug("event %s not written: %s", ev.get("reason", "update"), err)

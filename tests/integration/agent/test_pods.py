@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
 import time
@@ -173,6 +174,11 @@ spec:
     assert re.search(r"unready\s+0/1\s+Running\s+0", cluster.kubectl("get", "pod", "unready").stdout)
     events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=unready").stdout
     assert "Readiness probe failed" in events
+    # A probe failing every second is one Event with a growing count, not one per failure.
+    unhealthy = [e for e in json.loads(cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=unready", "-o", "json").stdout)["items"]
+        if e["reason"] == "Unhealthy"]
+    assert len(unhealthy) == 1 and unhealthy[0]["count"] >= 2, unhealthy
 
 
 def test_liveness_probe_failure_restarts_container(cluster):
