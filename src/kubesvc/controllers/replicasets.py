@@ -71,10 +71,13 @@ class ReplicaSetController(Controller):
     def setup(self) -> None:
         self.replicasets = self.informers.view(ReplicaSet)
         self.pods = self.informers.view(Pod)
+        self.pod_labels = self.informers.label_index(Pod)
+        self._owned: dict[str, set[tuple[str, str]]] = {}  # ReplicaSet uid -> its pods
+        self._owner_of: dict[tuple[str, str], str] = {}
         self.informers.informer(ReplicaSet).add_handler(
             on_add=self._enqueue, on_update=lambda o, n: self._rs_updated(o, n), on_delete=self._enqueue)
         self.informers.informer(Pod).add_handler(
-            on_add=self._pod_event, on_update=lambda o, n: self._pod_event(n), on_delete=self._pod_event)
+            on_add=self._pod_event, on_update=self._pod_updated, on_delete=self._pod_deleted)
 
     def _enqueue(self, rs: Any) -> None:
         self.queue.add(ns_name(rs))
@@ -83,25 +86,76 @@ class ReplicaSetController(Controller):
         if old.metadata.resourceVersion != new.metadata.resourceVersion:
             self.queue.add(ns_name(new))
 
+    def _index(self, pod: Any) -> None:
+        key = ns_name(pod)
+        ref = controller_of(pod)
+        uid = ref.uid if ref is not None else None
+        prev = self._owner_of.get(key)
+        if prev == uid:
+            return
+        if prev is not None:
+            self._owned.get(prev, set()).discard(key)
+            self._owner_of.pop(key, None)
+        if uid is not None:
+            self._owned.setdefault(uid, set()).add(key)
+            self._owner_of[key] = uid
+
     def _pod_event(self, pod: Any) -> None:
+        self._index(pod)
+        ns = pod.metadata.namespace or ""
+        ref = controller_of(pod)
+        if ref is not None:
+            if ref.kind == "ReplicaSet":
+                self.queue.add((ns, ref.name))
+        elif pod.metadata.deletionTimestamp is None:
+            # an orphan: a ReplicaSet whose selector matches may adopt it
+            for rs in self.replicasets.list(ns):
+                if selector_matches(rs, pod):
+                    self.queue.add((ns, rs.metadata.name))
+
+    def _pod_updated(self, old: Any, new: Any) -> None:
+        self._pod_event(new)
+        if old.metadata.labels != new.metadata.labels and controller_of(new) is None:
+            ref = controller_of(old)
+            if ref is not None and ref.kind == "ReplicaSet":
+                self.queue.add((new.metadata.namespace or "", ref.name))
+
+    def _pod_deleted(self, pod: Any) -> None:
+        key = ns_name(pod)
+        prev = self._owner_of.pop(key, None)
+        if prev is not None:
+            self._owned.get(prev, set()).discard(key)
         ref = controller_of(pod)
         if ref is not None and ref.kind == "ReplicaSet":
-            self.queue.add((pod.metadata.namespace or "", ref.name))
+            self.queue.add((key[0], ref.name))
 
     def owned_pods(self, rs: Any) -> list[Any]:
         uid = rs.metadata.uid
+        ns = rs.metadata.namespace or ""
         out = []
-        for p in self.pods.list(rs.metadata.namespace or ""):
-            ref = controller_of(p)
-            if ref is not None and ref.uid == uid:
+        for key in list(self._owned.get(uid, ())):
+            p = self.pods.get(key[1], key[0])
+            if p is not None and (ref := controller_of(p)) is not None and ref.uid == uid:
                 out.append(p)
         return out
+
+    def orphans(self, rs: Any) -> list[Any]:
+        ns = rs.metadata.namespace or ""
+        sel = rs.spec.selector
+        ml = (sel.matchLabels if sel is not None else None) or {}
+        if ml:
+            cands = (self.pods.get(n, ns) for n in self.pod_labels.select(ns, ml))
+        else:
+            cands = iter(self.pods.list(ns))
+        return [p for p in cands if p is not None and controller_of(p) is None
+                and p.metadata.deletionTimestamp is None and is_pod_active(p) and selector_matches(rs, p)]
 
     async def sync(self, key: tuple[str, str]) -> None:
         ns, name = key
         rs = self.replicasets.get(name, ns)
         if rs is None or rs.metadata.deletionTimestamp is not None:
             return  # the garbage collector takes the pods
+        await self._claim(rs)
         pods = self.owned_pods(rs)
         active = [p for p in pods if is_pod_active(p)]
         want = rs.spec.replicas if rs.spec.replicas is not None else 1
@@ -112,6 +166,28 @@ class ReplicaSetController(Controller):
             victims = sorted(active, key=deletion_rank)[:min(diff, BURST_REPLICAS)]
             await self._delete(rs, victims)
         await self._update_status(rs, self.owned_pods(rs))
+
+    async def _claim(self, rs: Any) -> None:
+        """ControllerRefManager: release owned pods the selector no longer matches, adopt
+        orphans it does (strategic merge patches on ownerReferences, uid-guarded)."""
+        for p in self.owned_pods(rs):
+            if not selector_matches(rs, p) and p.metadata.deletionTimestamp is None:
+                await self._patch_owner(p, {"$patch": "delete", "uid": rs.metadata.uid})
+        for p in self.orphans(rs):
+            await self._patch_owner(p, owner_reference(rs, "apps/v1", "ReplicaSet"))
+
+    async def _patch_owner(self, pod: Any, ref: dict) -> None:
+        try:
+            obj = await self.client.patch(Pod, pod.metadata.name,
+                                          {"metadata": {"ownerReferences": [ref], "uid": pod.metadata.uid}},
+                                          namespace=pod.metadata.namespace, patch_type=PatchType.STRATEGIC)
+        except Exception as err:
+            if is_not_found(err):
+                return
+            raise
+        self.writes += 1
+        self.pods.record(obj)
+        self._index(obj)
 
     async def _create(self, rs: Any, n: int) -> None:
         """Create n pods in slow-start batches (1, 2, 4, ...) as kube does: a template the
@@ -142,6 +218,7 @@ class ReplicaSetController(Controller):
                 raise
         self.writes += 1
         self.pods.record(pod)
+        self._index(pod)
         self.recorder.normal(rs, "SuccessfulCreate", f"Created pod: {pod.metadata.name}",
                              api_version="apps/v1", kind="ReplicaSet")
 

@@ -210,3 +210,25 @@ def test_progress_deadline_exceeded(kube):
     p = kube.kubectl("rollout", "status", "deployment/stuck", "-n", "wl", "--timeout=5s", check=False)
     assert p.returncode != 0 and "exceeded its progress deadline" in p.stderr
     kube.kubectl("delete", "deployment", "stuck", "-n", "wl")
+
+
+def test_relabelled_pod_is_released_and_replaced_then_adopted_back(kube):
+    kube.apply(deployment("lbl", "wl", 2))
+    pods = wait_for(lambda: len(kube.pods("wl", "app=lbl")) == 2 and kube.pods("wl", "app=lbl"), 10, "2 pods")
+    victim = pods[0]["metadata"]["name"]
+    h = pods[0]["metadata"]["labels"]["pod-template-hash"]
+    kube.kubectl("label", "pod", victim, "-n", "wl", "app=debug", "--overwrite")
+    # released (no ownerReference any more) and replaced
+    wait_for(lambda: not kube.get(f"/api/v1/namespaces/wl/pods/{victim}")["metadata"].get("ownerReferences"),
+             10, "pod released")
+    wait_for(lambda: len(kube.pods("wl", "app=lbl")) == 2, 10, "replacement")
+    # labelled back: the ReplicaSet adopts it and deletes one surplus pod
+    kube.kubectl("label", "pod", victim, "-n", "wl", "app=lbl", "--overwrite")
+
+    def adopted():
+        refs = kube.get(f"/api/v1/namespaces/wl/pods/{victim}")["metadata"].get("ownerReferences") or []
+        return refs and refs[0]["name"] == f"lbl-{h}" and refs[0]["controller"]
+    wait_for(adopted, 10, "pod adopted")
+    wait_for(lambda: len([p for p in kube.pods("wl", "app=lbl") if not p["metadata"].get("deletionTimestamp")]) == 2,
+             10, "back to 2 pods")
+    kube.kubectl("delete", "deployment", "lbl", "-n", "wl")
