@@ -59,8 +59,12 @@ class Informer(Generic[T]):
 
     def __init__(self, client: AsyncClient, resource: type[T], *, namespace: str | None = None,
                  labels: dict | None = None, fields: dict | None = None,
-                 retry_delay: float = 1.0):
+                 retry_delay: float = 1.0, transform: Callable[[Any], Any] | None = None):
         self.client = client
+        # Like client-go's SetTransform: applied to every object before it is cached or handed
+        # to handlers, so a spoke can keep only what it needs (it must keep .metadata's
+        # name, namespace and resourceVersion).
+        self.transform = transform
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
@@ -145,6 +149,8 @@ class Informer(Generic[T]):
         listing = self.client.list(self.resource, labels=self.labels, fields=self.fields, **kwargs)
         fresh: dict[Key, T] = {}
         async for obj in listing:
+            if self.transform is not None:
+                obj = self.transform(obj)
             fresh[key_of(obj)] = obj
         self.resource_version = listing.resourceVersion
         self._replace(fresh.values())
@@ -172,6 +178,8 @@ class Informer(Generic[T]):
         stream = self.client.watch(self.resource, labels=self.labels, fields=self.fields,
                                    resource_version=self.resource_version, **kwargs)
         async for event_type, obj in stream:
+            if self.transform is not None and event_type != "BOOKMARK":
+                obj = self.transform(obj)
             rv = obj.metadata.resourceVersion
             if event_type == "BOOKMARK":
                 self.resource_version = rv

@@ -130,7 +130,7 @@ class ClusterZone:
         self.namespaces: set[str] = set()
         self.services_per_ns: dict[str, int] = {}
         # ip -> services it belongs to (as ClusterIP or endpoint): the PTR index
-        self.by_ip: dict[str, set[tuple[str, str]]] = {}
+        self.by_ip: dict[str, tuple[tuple[str, str], ...]] = {}
         self.pod_ips: dict[tuple[str, str], int] = {}  # (namespace, ip) -> pods with it
         self.serial = int(time.time())
         self._svc_suffix = dns.name.Name((b"svc",) + self.origin.labels)
@@ -151,14 +151,19 @@ class ClusterZone:
 
     def _reindex_ips(self, key: tuple[str, str], before: set[str]) -> set[str]:
         after = self._ips_of(key)
+        by_ip = self.by_ip
         for ip in before - after:
-            owners = self.by_ip.get(ip)
+            owners = by_ip.get(ip)
             if owners:
-                owners.discard(key)
-                if not owners:
-                    del self.by_ip[ip]
+                rest = tuple(o for o in owners if o != key)
+                if rest:
+                    by_ip[ip] = rest
+                else:
+                    del by_ip[ip]
         for ip in after - before:
-            self.by_ip.setdefault(ip, set()).add(key)
+            owners = by_ip.get(ip)
+            # a tuple, not a set: nearly every IP has one owner, and 50k sets cost ~10 MB
+            by_ip[ip] = owners + (key,) if owners else (key,)
         return before | after
 
     def _deps_for(self, key: tuple[str, str], ips: set[str]) -> set:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+import sys
+from typing import Callable
 
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Namespace, Pod, Service
@@ -25,24 +26,35 @@ log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
+_PORTS: dict[tuple, tuple[PortInfo, ...]] = {}
+
+
+def _ports(items: tuple[PortInfo, ...]) -> tuple[PortInfo, ...]:
+    """One shared tuple per distinct port list (thousands of services have the same ports)."""
+    if len(_PORTS) > 10_000:
+        _PORTS.clear()
+    return _PORTS.setdefault(items, items)
+
+
 def service_info(svc) -> ServiceInfo:
     """The DNS view of a lightkube Service."""
     md, spec = svc.metadata, svc.spec
-    ports = tuple(PortInfo(p.name or "", (p.protocol or "TCP"), p.port) for p in (spec.ports or ()))
+    ports = _ports(tuple(PortInfo(p.name or "", (p.protocol or "TCP"), p.port) for p in (spec.ports or ())))
+    ns = sys.intern(md.namespace or "")
     if (spec.type or "ClusterIP") == "ExternalName":
-        return ServiceInfo(md.namespace, md.name, external_name=spec.externalName or "", ports=ports)
+        return ServiceInfo(ns, md.name, external_name=spec.externalName or "", ports=ports)
     ips = tuple(spec.clusterIPs or ([spec.clusterIP] if spec.clusterIP else []))
     headless = spec.clusterIP == "None" or ips == ("None",)
     if headless:
         ips = ()
-    return ServiceInfo(md.namespace, md.name, cluster_ips=ips, headless=headless, ports=ports)
+    return ServiceInfo(ns, md.name, cluster_ips=ips, headless=headless, ports=ports)
 
 
 def slice_endpoints(es) -> tuple[EndpointInfo, ...]:
     """Ready endpoints of a lightkube EndpointSlice (ready unset counts as ready, as in CoreDNS)."""
     if es.addressType not in ("IPv4", "IPv6"):
         return ()  # FQDN slices are not published in DNS
-    ports = tuple(PortInfo(p.name or "", p.protocol or "TCP", p.port) for p in (es.ports or ()) if p.port)
+    ports = _ports(tuple(PortInfo(p.name or "", p.protocol or "TCP", p.port) for p in (es.ports or ()) if p.port))
     out = []
     for ep in es.endpoints or ():
         cond = ep.conditions
@@ -53,20 +65,66 @@ def slice_endpoints(es) -> tuple[EndpointInfo, ...]:
     return tuple(out)
 
 
+class LeanMeta:
+    """The metadata an informer needs to key and diff an object, and nothing else."""
+
+    __slots__ = ("name", "namespace", "resourceVersion")
+
+    def __init__(self, md):
+        self.name, self.namespace, self.resourceVersion = md.name, md.namespace, md.resourceVersion
+
+
+class Lean:
+    """What the informers cache instead of whole objects: metadata plus the DNS view.
+
+    Whole lightkube objects (managedFields included) cost ~8 KB per service+slice;
+    10,000 services would hold ~80 MB of them for nothing. ``data`` is the same
+    object the zone keeps, so it is stored once.
+    """
+
+    __slots__ = ("metadata", "data")
+
+    def __init__(self, obj, data):
+        self.metadata = LeanMeta(obj.metadata)
+        self.data = data
+
+
+def _lean_service(svc) -> Lean:
+    return Lean(svc, service_info(svc))
+
+
+def _lean_slice(es) -> Lean:
+    owner = (es.metadata.labels or {}).get(SERVICE_NAME_LABEL)
+    return Lean(es, (owner, slice_endpoints(es)))
+
+
+def _lean_namespace(ns) -> Lean:
+    return Lean(ns, None)
+
+
+def _lean_pod(pod) -> Lean:
+    st = pod.status
+    ips: tuple[str, ...] = ()
+    if st is not None:
+        ips = tuple(p.ip for p in (st.podIPs or ()) if p.ip) or ((st.podIP,) if st.podIP else ())
+    return Lean(pod, ips)
+
+
 class ZoneFeeder:
     """Keeps a ClusterZone true to the API and reports touched dependencies to ``on_change``."""
 
     def __init__(self, client: AsyncClient, zone: ClusterZone, on_change: Callable[[set], None]):
         self.zone = zone
         self.on_change = on_change
-        self.informers: list[Informer] = [Informer(client, Namespace), Informer(client, Service),
-                                          Informer(client, EndpointSlice)]
+        self.informers: list[Informer] = [Informer(client, Namespace, transform=_lean_namespace),
+                                          Informer(client, Service, transform=_lean_service),
+                                          Informer(client, EndpointSlice, transform=_lean_slice)]
         ns_inf, svc_inf, es_inf = self.informers
         ns_inf.add_handler(on_add=self._ns_add, on_update=lambda o, n: self._ns_add(n), on_delete=self._ns_del)
         svc_inf.add_handler(on_add=self._svc_set, on_update=lambda o, n: self._svc_set(n), on_delete=self._svc_del)
         es_inf.add_handler(on_add=self._es_set, on_update=self._es_update, on_delete=self._es_del)
         if zone.pods_mode == "verified":
-            pod_inf = Informer(client, Pod)
+            pod_inf = Informer(client, Pod, transform=_lean_pod)
             pod_inf.add_handler(on_add=lambda p: self._pod(p, +1), on_update=self._pod_update,
                                 on_delete=lambda p: self._pod(p, -1))
             self.informers.append(pod_inf)
@@ -97,39 +155,29 @@ class ZoneFeeder:
     def _ns_del(self, ns) -> None:
         self._apply(self.zone.set_namespace(ns.metadata.name, False))
 
-    def _svc_set(self, svc) -> None:
-        self._apply(self.zone.set_service(svc.metadata.namespace, svc.metadata.name, service_info(svc)))
+    def _svc_set(self, svc: Lean) -> None:
+        self._apply(self.zone.set_service(svc.metadata.namespace, svc.metadata.name, svc.data))
 
-    def _svc_del(self, svc) -> None:
+    def _svc_del(self, svc: Lean) -> None:
         self._apply(self.zone.set_service(svc.metadata.namespace, svc.metadata.name, None))
 
-    def _es_set(self, es) -> None:
-        md = es.metadata
-        owner = (md.labels or {}).get(SERVICE_NAME_LABEL)
-        self._apply(self.zone.set_slice(md.namespace, md.name, owner, slice_endpoints(es)))
+    def _es_set(self, es: Lean) -> None:
+        owner, endpoints = es.data
+        self._apply(self.zone.set_slice(es.metadata.namespace, es.metadata.name, owner, endpoints))
 
-    def _es_update(self, old, new) -> None:
+    def _es_update(self, old: Lean, new: Lean) -> None:
         self._es_set(new)
 
-    def _es_del(self, es) -> None:
+    def _es_del(self, es: Lean) -> None:
         self._apply(self.zone.set_slice(es.metadata.namespace, es.metadata.name, None, None))
 
-    def _pod_ips(self, pod) -> Iterable[str]:
-        st = pod.status
-        if st is None:
-            return ()
-        ips = [p.ip for p in (st.podIPs or ()) if p.ip]
-        if not ips and st.podIP:
-            ips = [st.podIP]
-        return ips
-
-    def _pod(self, pod, delta: int) -> None:
+    def _pod(self, pod: Lean, delta: int) -> None:
         deps: set = set()
-        for ip in self._pod_ips(pod):
+        for ip in pod.data:
             deps |= self.zone.set_pod_ip(pod.metadata.namespace, ip, delta)
         self._apply(deps)
 
-    def _pod_update(self, old, new) -> None:
-        if list(self._pod_ips(old)) != list(self._pod_ips(new)):
+    def _pod_update(self, old: Lean, new: Lean) -> None:
+        if old.data != new.data:
             self._pod(old, -1)
             self._pod(new, +1)
