@@ -9,40 +9,31 @@ rest.Registry; reads come from the watch cache.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import logging
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from kubesvc.apiserver import codec, patching
-from kubesvc.apiserver.rest import Registry, _parse_rv, invalid
+from kubesvc.apiserver import codec, patching, subresources
+from kubesvc.apiserver.rest import Registry, _parse_rv
+from kubesvc.apiserver.watch import serve_watch
 from kubesvc.apiserver.watchcache import WatchCache
-from kubesvc.objects.errors import (
-    StatusError, bad_request, conflict, expired, forbidden, method_not_allowed,
-)
+from kubesvc.objects.errors import StatusError, bad_request, expired, method_not_allowed
 from kubesvc.objects.registry import ResourceType, by_plural
 from kubesvc.objects.selectors import parse_field_selector, parse_label_selector
+from kubesvc.objects.tables import to_table
 
 log = logging.getLogger(__name__)
 
-try:
-    from kubesvc.objects import tables as _tables
-except ImportError:  # pragma: no cover - written in parallel
-    _tables = None
 
 try:
     from kubesvc.objects import schema as _schema
 except ImportError:  # pragma: no cover - written in parallel
     _schema = None
 
-BOOKMARK_INTERVAL = 10.0
-SCALE_RT = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", True)
-DEFAULT_WATCH_TIMEOUT = 1800
 
 
 def not_found_path() -> StatusError:
@@ -63,7 +54,7 @@ def field_manager(request: web.Request) -> str:
     return (ua.split("/")[0] or "unknown")[:128]
 
 
-def _dry_run(request: web.Request) -> bool:
+def dry_run(request: web.Request) -> bool:
     vals = request.query.getall("dryRun", [])
     for v in vals:
         if v != "All":
@@ -71,47 +62,8 @@ def _dry_run(request: web.Request) -> bool:
     return bool(vals)
 
 
-def _age_fallback(obj: dict) -> str:
-    ts = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not ts:
-        return "<unknown>"
-    import datetime as dt
-    secs = int((dt.datetime.now(dt.timezone.utc) - dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")
-                .replace(tzinfo=dt.timezone.utc)).total_seconds())
-    if secs < 120:
-        return f"{max(secs, 0)}s"
-    if secs < 3600:
-        return f"{secs // 60}m"
-    if secs < 86400 * 2:
-        return f"{secs // 3600}h"
-    return f"{secs // 86400}d"
-
-
 def _partial(obj: dict) -> dict:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
-
-
-def to_table(rt: ResourceType, objs: list[dict], include_object: str, list_meta: dict | None,
-             include_headers: bool = True) -> dict:
-    if _tables is not None and hasattr(_tables, "to_table"):
-        return _tables.to_table(rt, objs, include_object=include_object, list_meta=list_meta,
-                                include_headers=include_headers)
-    cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a "
-             "namespace.", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp "
-             "representing the server time when this object was created.", "priority": 0}]
-    rows = []
-    for o in objs:
-        row: dict[str, Any] = {"cells": [o["metadata"]["name"], _age_fallback(o)]}
-        if include_object == "Object":
-            row["object"] = o
-        elif include_object != "None":
-            row["object"] = _partial(o)
-        rows.append(row)
-    t = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta or {}, "rows": rows}
-    if include_headers:
-        t["columnDefinitions"] = cols
-    return t
 
 
 def _table_version(request: web.Request) -> str | None:
@@ -232,22 +184,21 @@ class Handlers:
         _schema.prune_unknown(obj, rt)
         return [f'unknown field "{u}"' for u in unknown]
 
-    def _respond(self, request: web.Request, rt: ResourceType, obj: dict, status: int = 200,
+    def respond(self, request: web.Request, rt: ResourceType, obj: dict, status: int = 200,
                  warnings: list[str] | None = None) -> web.Response:
         headers = None
         if warnings:
             headers = {"Warning": ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)}
         tv = _table_version(request)
         if tv:
-            t = to_table(rt, [obj], request.query.get("includeObject", "Metadata"),
-                         {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+            t = to_table(rt, [obj], include_object=request.query.get("includeObject", "Metadata"))
             t["apiVersion"] = f"meta.k8s.io/{tv}"
             return codec.response(t, status, headers=headers)
         if codec.wants(request, "PartialObjectMetadata", "meta.k8s.io"):
             return codec.response(_partial(obj), status, headers=headers)
         return codec.response(obj, status, headers=headers)
 
-    def _selectors(self, request: web.Request, rt: ResourceType):
+    def selectors(self, request: web.Request, rt: ResourceType):
         ls = parse_label_selector(request.query.get("labelSelector"))
         fs = parse_field_selector(request.query.get("fieldSelector"), rt.kind)
 
@@ -259,9 +210,9 @@ class Handlers:
     # -- get / list ------------------------------------------------------------------------
 
     def get(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
-        return self._respond(request, rt, self.registry.get(rt, ns, name))
+        return self.respond(request, rt, self.registry.get(rt, ns, name))
 
-    def _filtered(self, rt: ResourceType, ns: str | None, fs, matches) -> list[dict]:
+    def filtered(self, rt: ResourceType, ns: str | None, fs, matches) -> list[dict]:
         name = fs.value("metadata.name") if not fs.empty else None
         if name is not None:
             if rt.namespaced and ns is None:
@@ -292,9 +243,9 @@ class Handlers:
                                    "retryAfterSeconds": 1})
             if rvm == "Exact" and want != self.cache.rev:
                 raise expired(f"too old resource version: {want} ({self.cache.rev})")
-        ls, fs, matches = self._selectors(request, rt)
+        ls, fs, matches = self.selectors(request, rt)
         list_rev = self.cache.rev
-        objs = self._filtered(rt, ns, fs, matches)
+        objs = self.filtered(rt, ns, fs, matches)
         meta: dict[str, Any] = {"resourceVersion": str(list_rev)}
         cont = q.get("continue")
         if cont:
@@ -319,7 +270,7 @@ class Handlers:
             objs = objs[:limit]
         tv = _table_version(request)
         if tv:
-            t = to_table(rt, objs, q.get("includeObject", "Metadata"), meta)
+            t = to_table(rt, objs, include_object=q.get("includeObject", "Metadata"), list_meta=meta)
             t["apiVersion"] = f"meta.k8s.io/{tv}"
             return codec.response(t)
         if codec.wants(request, "PartialObjectMetadataList", "meta.k8s.io"):
@@ -334,128 +285,23 @@ class Handlers:
 
     async def watch(self, request: web.Request, rt: ResourceType, ns: str | None,
                     name: str | None = None) -> web.StreamResponse:
-        q = request.query
-        ls, fs, matches = self._selectors(request, rt)
-        if name is not None:
-            base = matches
-
-            def matches(o, base=base):  # noqa: E306
-                return o["metadata"]["name"] == name and (base is None or base(o))
-        match = matches or (lambda o: True)
-        rv = q.get("resourceVersion", "")
-        bookmarks = _bool(q.get("allowWatchBookmarks"))
-        send_initial = q.get("sendInitialEvents")
-        if send_initial is not None and _bool(send_initial) and q.get("resourceVersionMatch") != "NotOlderThan":
-            raise invalid(rt, "", [forbidden(
-                "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
-        try:
-            timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
-        except ValueError:
-            raise bad_request(f"invalid timeoutSeconds: {q.get('timeoutSeconds')}")
-        table = _table_version(request)
-        initial: list = []
-        error: dict | None = None
-        initial_bookmark = False
-        if rv in ("", "0") or _bool(send_initial):
-            if rv not in ("", "0"):
-                want = _parse_rv(rv)
-                await self.cache.wait_for(want, 3.0)
-            # List and subscribe with no await in between: nothing can fall in the gap.
-            objs = self._filtered(rt, ns, fs, matches) if name is None else \
-                [o for o in self.cache.list(rt, ns) if match(o)]
-            initial = [("ADDED", o, None) for o in objs]
-            w, _ = self.cache.watch(rt, ns, match, None)
-            initial_bookmark = _bool(send_initial)
-        else:
-            since = _parse_rv(rv)
-            if since < self.cache.oldest:
-                error = expired(f"too old resource version: {since} ({self.cache.oldest})").status()
-                w = None
-            else:
-                if since > self.cache.rev:
-                    await self.cache.wait_for(since, 3.0)
-                w, replay = self.cache.watch(rt, ns, match, since)
-                initial = replay
-        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        first = [True]
-
-        def encode(typ: str, obj: dict) -> bytes:
-            if table and typ in ("ADDED", "MODIFIED", "DELETED"):
-                t = to_table(rt, [obj], q.get("includeObject", "Metadata"),
-                             {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
-                             include_headers=first[0])
-                t["apiVersion"] = f"meta.k8s.io/{table}"
-                first[0] = False
-                obj = t
-            return orjson.dumps({"type": typ, "object": obj}) + b"\n"
-
-        def bookmark(end_of_initial: bool = False) -> bytes:
-            md: dict[str, Any] = {"resourceVersion": str(self.cache.rev)}
-            if end_of_initial:
-                md["annotations"] = {"k8s.io/initial-events-end": "true"}
-            return orjson.dumps({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version,
-                                                                "metadata": md}}) + b"\n"
-
-        try:
-            if error is not None:
-                await resp.write(orjson.dumps({"type": "ERROR", "object": error}) + b"\n")
-                return resp
-            deadline = time.monotonic() + timeout
-            buf = [encode(t, o) for t, o, *_ in initial]
-            if initial_bookmark:
-                buf.append(bookmark(True))
-            if buf:
-                await resp.write(b"".join(buf))
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if bookmarks and w.queue.empty():
-                        # As kube-apiserver does: a last bookmark before the watch times out,
-                        # so the client resumes from here without a relist.
-                        await resp.write(bookmark())
-                    break
-                try:
-                    item = await asyncio.wait_for(w.queue.get(), min(left, BOOKMARK_INTERVAL))
-                except asyncio.TimeoutError:
-                    if bookmarks and w.queue.empty() and time.monotonic() < deadline:
-                        await resp.write(bookmark())
-                    continue
-                if item is None:
-                    break
-                chunks = [encode(item[0], item[1])]
-                # Drain what is queued into one write: fewer syscalls under load.
-                while not w.queue.empty() and len(chunks) < 1000:
-                    item = w.queue.get_nowait()
-                    if item is None:
-                        break
-                    chunks.append(encode(item[0], item[1]))
-                await resp.write(b"".join(chunks))
-                if item is None:
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            if w is not None:
-                self.cache.unwatch(w)
-        return resp
+        return await serve_watch(self, request, rt, ns, name)
 
     # -- writes ----------------------------------------------------------------------------
 
     async def create(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
         obj = await self._body(request, rt)
         warnings = self._validation(request, obj, rt)
-        out = await self.registry.create(rt, ns, obj, manager=field_manager(request), dry_run=_dry_run(request))
-        return self._respond(request, rt, out, 201, warnings)
+        out = await self.registry.create(rt, ns, obj, manager=field_manager(request), dry_run=dry_run(request))
+        return self.respond(request, rt, out, 201, warnings)
 
     async def update(self, request: web.Request, rt: ResourceType, ns: str | None, name: str,
                      sub: str) -> web.Response:
         obj = await self._body(request, rt)
         warnings = self._validation(request, obj, rt)
         out, created = await self.registry.update(rt, ns, name, obj, subresource=sub,
-                                                  manager=field_manager(request), dry_run=_dry_run(request))
-        return self._respond(request, rt, out, 201 if created else 200, warnings)
+                                                  manager=field_manager(request), dry_run=dry_run(request))
+        return self.respond(request, rt, out, 201 if created else 200, warnings)
 
     async def patch(self, request: web.Request, rt: ResourceType, ns: str | None, name: str,
                     sub: str) -> web.Response:
@@ -466,7 +312,7 @@ class Handlers:
                               f"{', '.join(codec.PATCH_TYPES)}")
         body = await request.read()
         manager = field_manager(request)
-        dry = _dry_run(request)
+        dry = dry_run(request)
         warnings: list[str] = []
         if ct == patching.APPLY:
             if not request.query.get("fieldManager"):
@@ -480,14 +326,14 @@ class Handlers:
                 new = patching.server_side_apply(None, applied, manager, force, rt)
                 new.setdefault("metadata", {})["name"] = name
                 out = await self.registry.create(rt, ns, new, manager=manager, dry_run=dry, operation="Apply")
-                return self._respond(request, rt, out, 201, warnings)
+                return self.respond(request, rt, out, 201, warnings)
             self.registry.check_body_kind(rt, copy.deepcopy(applied))
 
             def fn(cur: dict) -> dict:
                 return patching.server_side_apply(cur, applied, manager, force, rt, sub)
             out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager="",
                                                         dry_run=dry, operation="Apply")
-            return self._respond(request, rt, out, 200, warnings)
+            return self.respond(request, rt, out, 200, warnings)
         holder: dict = {}
 
         def fn(cur: dict) -> dict:
@@ -498,7 +344,7 @@ class Handlers:
             return new
         out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource=sub, manager=manager,
                                                     dry_run=dry)
-        return self._respond(request, rt, out, 200, holder.get("w"))
+        return self.respond(request, rt, out, 200, holder.get("w"))
 
     async def _delete_options(self, request: web.Request) -> dict:
         body = await request.read()
@@ -521,10 +367,10 @@ class Handlers:
 
     async def delete(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
         opts = await self._delete_options(request)
-        obj, deleted = await self.registry.delete(rt, ns, name, opts, dry_run=_dry_run(request) or
+        obj, deleted = await self.registry.delete(rt, ns, name, opts, dry_run=dry_run(request) or
                                                   "All" in (opts.get("dryRun") or []))
         if not deleted:
-            return self._respond(request, rt, obj, 200)
+            return self.respond(request, rt, obj, 200)
         details = {"name": name, "kind": rt.plural, "uid": obj["metadata"].get("uid")}
         if rt.group:
             details = {"name": name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"].get("uid")}
@@ -533,10 +379,10 @@ class Handlers:
 
     async def delete_collection(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
         opts = await self._delete_options(request)
-        ls, fs, matches = self._selectors(request, rt)
-        dry = _dry_run(request)
+        ls, fs, matches = self.selectors(request, rt)
+        dry = dry_run(request)
         items = []
-        for o in self._filtered(rt, ns, fs, matches):
+        for o in self.filtered(rt, ns, fs, matches):
             try:
                 obj, _ = await self.registry.delete(rt, o["metadata"].get("namespace"), o["metadata"]["name"],
                                                     opts, dry_run=dry)
@@ -549,85 +395,11 @@ class Handlers:
 
     # -- subresources ----------------------------------------------------------------------
 
-    def _scale_of(self, rt: ResourceType, obj: dict) -> dict:
-        md = obj["metadata"]
-        sel = (obj.get("spec") or {}).get("selector") or {}
-        from kubesvc.objects.selectors import from_label_selector
-        try:
-            sel_str = str(from_label_selector(sel)) if sel else ""
-        except StatusError:
-            sel_str = ""
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                             if k in md},
-                "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": sel_str}}
-
     async def scale(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
-        method = request.method
-        if method == "GET":
-            return self._respond(request, SCALE_RT, self._scale_of(rt, self.registry.get(rt, ns, name)))
-        if method not in ("PUT", "PATCH"):
-            raise method_not_allowed()
-        body = await request.read()
-        ct = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if method == "PUT":
-            s = codec.decode_body(ct, body, "Scale")
-        else:
-            s = None
-
-        def fn(cur: dict) -> dict:
-            cur_scale = self._scale_of(rt, cur)
-            if s is not None:
-                new_scale = s
-            elif ct == patching.APPLY:
-                new_scale = patching.merge_patch(cur_scale, patching.parse_apply(body))
-            else:
-                new_scale = patching.apply_patch(ct, cur_scale, body, SCALE_RT)
-            replicas = (new_scale.get("spec") or {}).get("replicas")
-            if not isinstance(replicas, int) or replicas < 0:
-                from kubesvc.objects.errors import invalid as finvalid
-                raise StatusError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
-                                  f'Invalid value: {replicas}: must be greater than or equal to 0',
-                                  {"name": name, "group": "autoscaling", "kind": "Scale",
-                                   "causes": [finvalid("spec.replicas", replicas,
-                                                       "must be greater than or equal to 0").cause()]})
-            cur.setdefault("spec", {})["replicas"] = replicas
-            rv = (new_scale.get("metadata") or {}).get("resourceVersion")
-            if rv:
-                cur["metadata"]["resourceVersion"] = rv
-            return cur
-        out = await self.registry.guaranteed_update(rt, ns, name, fn, subresource="scale",
-                                                    manager=field_manager(request), dry_run=_dry_run(request))
-        return self._respond(request, SCALE_RT, self._scale_of(rt, out))
+        return await subresources.scale(self, request, rt, ns, name)
 
     async def binding(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
-        b = codec.decode_body(request.headers.get("Content-Type"), await request.read(), "Binding")
-        target = (b.get("target") or {}).get("name")
-        if not target:
-            raise StatusError(422, "Invalid", f'Binding "{name}" is invalid: target.name: Required value',
-                              {"name": name, "kind": "Binding",
-                               "causes": [{"reason": "FieldValueRequired", "message": "Required value",
-                                           "field": "target.name"}]})
-
-        def fn(cur: dict) -> dict:
-            if cur["metadata"].get("deletionTimestamp"):
-                raise conflict("pods/binding", name, "", f"pod {name} is being deleted, cannot be assigned to a host")
-            node = (cur.get("spec") or {}).get("nodeName")
-            if node:
-                raise conflict("pods/binding", name, "", f'pod {name} is already assigned to node "{node}"')
-            cur.setdefault("spec", {})["nodeName"] = target
-            conds = (cur.setdefault("status", {})).setdefault("conditions", [])
-            if not any(c.get("type") == "PodScheduled" for c in conds):
-                from kubesvc.objects.meta import now
-                conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                              "lastTransitionTime": now()})
-            return cur
-        # The binding changes spec and status together, as the pods/binding REST does.
-        await self.registry.guaranteed_update(rt, ns, name, fn, subresource="binding",
-                                              manager=field_manager(request))
-        return codec.response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                               "code": 201}, 201)
+        return await subresources.binding(self, request, rt, ns, name)
 
     async def pod_log(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.StreamResponse:
         """Proxies to the pod's node agent, as kube-apiserver proxies to the kubelet.
@@ -639,24 +411,6 @@ class Handlers:
         """
         from kubesvc.apiserver import nodeproxy
         return await nodeproxy.pod_log(self, request, rt, ns, name)
-
-
-def _drop_path(obj: dict, path: str) -> None:
-    import re
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
-    cur: Any = obj
-    for p in parts[:-1]:
-        if p.startswith("["):
-            idx = int(p[1:-1])
-            if not isinstance(cur, list) or idx >= len(cur):
-                return
-            cur = cur[idx]
-        else:
-            if not isinstance(cur, dict) or p not in cur:
-                return
-            cur = cur[p]
-    if parts and isinstance(cur, dict):
-        cur.pop(parts[-1], None)
 
 
 def _encode_continue(ns: str, name: str, rev: int) -> str:
