@@ -26,7 +26,7 @@ from kubesvc.agent.network import PodNetwork
 from kubesvc.agent.node import NodeRegistrar
 from kubesvc.agent.runtime import Runtime, read_exit
 from kubesvc.agent.server import make_app
-from kubesvc.agent.state import IPAM, PodRecord, StateDir
+from kubesvc.agent.state import IPAM, PodRecord, StateDir, rotate_log
 from kubesvc.agent.status import StatusManager
 from kubesvc.agent.worker import PodWorker
 from kubesvc.client import Informer
@@ -49,6 +49,7 @@ class AgentConfig:
     backoff_base: float = 10.0
     lease_renew: float = 10.0
     kill_pods_on_exit: bool = False
+    container_log_max_size: int = 10 * 1024 * 1024
 
 
 class Agent:
@@ -123,6 +124,7 @@ class Agent:
         self.nodes.add_handler(on_add=self._node_changed, on_update=lambda o, n: self._node_changed(n),
                                on_delete=self._node_changed)
         self._tasks.append(asyncio.create_task(self.registrar.run(), name="node-heartbeat"))
+        self._tasks.append(asyncio.create_task(self._rotate_logs(), name="log-rotation"))
         log.info("agent ready: %d pods on this node", len(self.workers))
         try:
             await stop.wait()
@@ -228,6 +230,17 @@ class Agent:
             self._spawn(PodWorker(self, pod))
         else:
             w.update(pod)
+
+    async def _rotate_logs(self) -> None:
+        """Cap each running container's log at --container-log-max-size, as kubelet does."""
+        limit = self.cfg.container_log_max_size
+        while True:
+            await asyncio.sleep(10)
+            for w in list(self.workers.values()):
+                for c in w.containers.values():
+                    if c.handle is None:
+                        continue
+                    rotate_log(self.state.log_path(w.uid, c.spec.name, c.rec.restart_count), limit)
 
     def _spawn(self, w: PodWorker) -> None:
         self.workers[w.uid] = w

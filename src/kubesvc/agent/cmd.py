@@ -61,12 +61,14 @@ def default_state_dir(node_name: str) -> Path:
               help="First crash-loop back-off in seconds (doubles up to 300).")
 @click.option("--lease-renew", type=float, default=10.0, show_default=True,
               help="Seconds between node Lease renewals.")
+@click.option("--container-log-max-size", type=int, default=10, show_default=True,
+              help="MiB a running container's log may reach before it is rotated.")
 @click.option("--kill-pods-on-exit", is_flag=True, default=False,
               help="Stop this node's pods when the agent exits (default: leave them to the next agent).")
 @click.option("-v", "--verbose", is_flag=True, default=False)
 def command(kubeconfig, server, node_name, node_ip, pod_cidr, cluster_cidr, state_dir, listen_port,
-            address, cluster_dns, cluster_domain, netns_prefix, restart_backoff, lease_renew, kill_pods_on_exit,
-            verbose) -> None:
+            address, cluster_dns, cluster_domain, netns_prefix, restart_backoff, lease_renew,
+            container_log_max_size, kill_pods_on_exit, verbose) -> None:
     """Run the pods bound to this node (kubesvc's kubelet and bridge CNI)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s agent %(levelname)s %(name)s: %(message)s")
@@ -84,7 +86,8 @@ def command(kubeconfig, server, node_name, node_ip, pod_cidr, cluster_cidr, stat
                       pod_cidr=pod_cidr, cluster_cidr=cluster_cidr, listen_port=listen_port, address=address,
                       cluster_dns=cluster_dns, cluster_domain=cluster_domain,
                       netns_prefix=netns_prefix or "", backoff_base=restart_backoff,
-                      lease_renew=lease_renew, kill_pods_on_exit=kill_pods_on_exit)
+                      lease_renew=lease_renew, kill_pods_on_exit=kill_pods_on_exit,
+                      container_log_max_size=container_log_max_size * 1024 * 1024)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:

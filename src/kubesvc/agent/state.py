@@ -29,6 +29,24 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def rotate_log(path: Path, limit: int) -> bool:
+    """Move a log over `limit` bytes to `<name>.1` and empty it in place; True if rotated.
+
+    Containers write their logs with O_APPEND, so truncating in place is safe: the
+    next write lands at the new end. One old file is kept; `kubectl logs` shows
+    only the current one, as with kubelet's rotation.
+    """
+    try:
+        if path.stat().st_size <= limit:
+            return False
+        with open(path, "rb") as src, open(path.with_name(path.name + ".1"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.truncate(path, 0)
+        return True
+    except OSError:
+        return False
+
+
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

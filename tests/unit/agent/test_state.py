@@ -44,3 +44,18 @@ def test_names_fit_kernel_limits_and_carry_the_node():
     name = netns_name("ks12ab-node01", "default", "myapp-67b6dfcd8-rc7t8", "5f1c9a2e-aaaa")
     assert name == "ks12ab-node01-default-myapp-67b6dfcd8-rc7t8-5f1c9a2e"
     assert "/" not in netns_name("n", "ns", "a/b", "u")
+
+
+def test_log_rotation_keeps_appending_writer_working(tmp_path):
+    import os
+
+    from kubesvc.agent.state import rotate_log
+    log = tmp_path / "0.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # as the container holds it
+    os.write(fd, b"x" * 100)
+    assert not rotate_log(log, 1000)
+    assert rotate_log(log, 50)
+    os.write(fd, b"after\n")
+    os.close(fd)
+    assert log.read_bytes() == b"after\n"
+    assert (tmp_path / "0.log.1").read_bytes() == b"x" * 100
