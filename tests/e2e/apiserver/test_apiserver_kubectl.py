@@ -262,22 +262,29 @@ def test_edit_with_editor_script(apiserver, tmp_path):
 
 
 def test_watch_output_watch_events(apiserver):
+    import queue
+    import threading
     env = {**os.environ, "KUBECONFIG": str(apiserver.kubeconfig)}
     from tests.lib.cluster import kubectl_path
+    apiserver.kubectl("create", "configmap", "w0", "-n", "kube-node-lease")
     w = subprocess.Popen([kubectl_path(), "get", "cm", "-n", "kube-node-lease", "-w", "--output-watch-events"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in w.stdout], daemon=True).start()
+
+    def next_line() -> list[str]:
+        return lines.get(timeout=20).split()[:2]
     try:
-        time.sleep(1.0)
+        assert next_line() == ["EVENT", "NAME"]
+        assert next_line() == ["ADDED", "w0"]  # the listed object: the watch is running now
         apiserver.kubectl("create", "configmap", "w1", "-n", "kube-node-lease")
         apiserver.kubectl("label", "cm", "w1", "x=y", "-n", "kube-node-lease")
-        apiserver.kubectl("delete", "cm", "w1", "-n", "kube-node-lease")
-        time.sleep(1.0)
+        apiserver.kubectl("delete", "cm", "w1", "w0", "-n", "kube-node-lease")
+        got = [next_line() for _ in range(4)]
     finally:
         w.terminate()
-        out, err = w.communicate(timeout=10)
-    events = [line.split()[:2] for line in out.splitlines()[1:]]
-    assert out.splitlines()[0].split()[:2] == ["EVENT", "NAME"]
-    assert events == [["ADDED", "w1"], ["MODIFIED", "w1"], ["DELETED", "w1"]], out + err
+        w.wait(timeout=10)
+    assert got == [["ADDED", "w1"], ["MODIFIED", "w1"], ["DELETED", "w1"], ["DELETED", "w0"]]
 
 
 def test_delete_by_file_label_and_wait(apiserver, tmp_path):
