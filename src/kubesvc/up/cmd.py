@@ -194,8 +194,12 @@ def command(data_dir: Path | None, proxy_mode: str, node_name: str | None, node_
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise click.ClickException(f"cannot create {data_dir}: {err.strerror}")
-    if not os.access(str(data_dir), os.W_OK):
-        raise click.ClickException(f"cannot write to {data_dir}")
+    try:  # a real write: access(2) judges by the real uid and ignores capabilities
+        probe = data_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise click.ClickException(f"cannot write to {data_dir}: {err.strerror}")
     host, _, port = listen.rpartition(":")
     api_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     if port_in_use(api_host, int(port)):
