@@ -191,23 +191,36 @@ def userspace_hops(pp: PortPath, ipt: R.IptablesRules, ss: str, ns: str, name: s
         ep.rules = [f"the relay connects to {ep.ip}:{ep.port} (round robin over ready endpoints)"]
 
 
-def nft_hops(pp: PortPath, chains: dict[str, list[str]], ns: str, name: str, cluster_ip: str) -> None:
+def nft_hops(pp: PortPath, chains: dict[str, list[str]], ns: str, name: str, cluster_ip: str,
+             source: str) -> None:
+    """Rules of kube-proxy's `ip kube-proxy` table: map elements, then the service's own chains."""
     key = f"{ns}/{name}/{pp.protocol.lower()}/{pp.name}"
     by_kind = {h.kind: h for h in pp.hops}
     mine = {c: body for c, body in chains.items() if key in c}
 
-    def lines_with(needle: str) -> list[str]:
-        return [f"{c}: {line}" for c, body in chains.items() for line in body if needle in line and key not in c]
+    def lines_with(needle: str, where: tuple[str, ...] = ()) -> list[str]:
+        return [f"{c}: {line.rstrip(',')}" for c, body in chains.items() for line in body
+                if needle in line and key not in c and (not where or c in where)]
 
+    entry_chain = "nat-output" if source == "node" else "nat-prerouting"
+    entry = [f"{entry_chain}: {line}" for line in chains.get(entry_chain, []) if "jump services" in line]
+    if "entry" in by_kind:
+        by_kind["entry"].rules = entry
     if "ClusterIP" in by_kind:
-        by_kind["ClusterIP"].rules = lines_with(f"{cluster_ip} . {pp.protocol.lower()} . {pp.port}") + [
-            f"{c}: {line}" for c, body in mine.items() if c.startswith("service-") for line in body]
+        by_kind["ClusterIP"].rules = (
+            lines_with("@service-ips", ("services",))
+            + lines_with(f"{cluster_ip} . {pp.protocol.lower()} . {pp.port}")
+            + [f"{c}: {line}" for c, body in mine.items() if c.startswith("service-") for line in body
+               if "dnat to" not in line])
     if "NodePort" in by_kind and pp.node_port:
-        by_kind["NodePort"].rules = lines_with(f"{pp.protocol.lower()} . {pp.node_port} ") + [
-            f"{c}: {line}" for c, body in mine.items() if c.startswith("external-") for line in body]
+        by_kind["NodePort"].rules = (
+            entry + lines_with("@service-nodeports", ("services",))
+            + lines_with(f"{pp.protocol.lower()} . {pp.node_port} ")
+            + [f"{c}: {line}" for c, body in mine.items() if c.startswith("external-") for line in body])
     for ep in pp.endpoints:
-        ep.rules = [f"{c}: {line}" for c, body in mine.items() if c.startswith("endpoint-")
-                    and f"{ep.ip}/" in c for line in body]
+        dest = f"{ep.ip}:{ep.port}"
+        ep.rules = [f"{c}: {line}" for c, body in mine.items() for line in body
+                    if f"dnat to {dest}" in line or (c.startswith("endpoint-") and f"{ep.ip}/" in c)]
 
 
 def ipvs_hops(pp: PortPath, services: dict[str, list[str]], cluster_ip: str, node_ip: str) -> None:
@@ -307,7 +320,7 @@ def explain(data: dict[str, Any], ns: str, name: str, source: str | None, mode: 
             elif mode == "userspace":
                 userspace_hops(pp, ipt, ss, ns, name, spec.clusterIP, source)
             elif mode == "nftables":
-                nft_hops(pp, nft, ns, name, spec.clusterIP)
+                nft_hops(pp, nft, ns, name, spec.clusterIP, source)
             elif mode == "ipvs":
                 ipvs_hops(pp, ipvs, spec.clusterIP, node_ip)
         if not pp.endpoints:
