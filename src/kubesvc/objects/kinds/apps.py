@@ -117,6 +117,17 @@ class DeploymentStrategy(_AppsStrategy):
 class ReplicaSetStrategy(_AppsStrategy):
     """registry/apps/replicaset.rsStrategy + SetDefaults_ReplicaSet."""
 
+    # ReplicaSetStatus.replicas is not omitempty: kube-apiserver always shows it.
+    def prepare_for_create(self, obj: dict) -> None:
+        obj["status"] = {"replicas": 0}
+
+    def prepare_for_status_update(self, obj: dict, old: dict) -> None:
+        status = obj.get("status")
+        if isinstance(status, dict):
+            status.setdefault("replicas", 0)
+        else:
+            obj["status"] = {"replicas": 0}
+
 
 STRATEGIES[("apps", "Deployment")] = DeploymentStrategy()
 STRATEGIES[("apps", "ReplicaSet")] = ReplicaSetStrategy()
