@@ -9,7 +9,6 @@ planes use.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -145,12 +144,22 @@ class DesiredState:
 
 def port_proto_hash(spn: ServicePortName | str, protocol: str) -> str:
     """kube-proxy's chain-name hash: base32(sha256(name + protocol))[:16]."""
-    digest = hashlib.sha256(f"{spn}{protocol.lower()}".encode()).digest()
-    # 16 base32 characters are exactly the first 10 bytes: encode only those (3x faster)
-    return base64.b32encode(digest[:10]).decode()
+    return _b32_16(hashlib.sha256(f"{spn}{protocol.lower()}".encode()).digest())
 
 
 def endpoint_hash(spn: ServicePortName | str, protocol: str, endpoint: str) -> str:
     """kube-proxy's KUBE-SEP- hash: base32(sha256(name + protocol + ip:port))[:16]."""
-    digest = hashlib.sha256(f"{spn}{protocol.lower()}{endpoint}".encode()).digest()
-    return base64.b32encode(digest[:10]).decode()
+    return _b32_16(hashlib.sha256(f"{spn}{protocol.lower()}{endpoint}".encode()).digest())
+
+
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_SHIFTS = tuple(range(75, -1, -5))
+
+
+def _b32_16(digest: bytes) -> str:
+    """The first 16 characters of base32(digest) = the first 10 bytes, 5 bits at a time.
+
+    Python's base64.b32encode is pure Python and dominated first syncs of big
+    clusters (30,000 chain names for 10,000 services)."""
+    n = int.from_bytes(digest[:10], "big")
+    return "".join([_B32[(n >> s) & 31] for s in _SHIFTS])

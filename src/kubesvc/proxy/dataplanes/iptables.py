@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import logging
 import os
 import re
@@ -308,6 +309,7 @@ class IptablesDataPlane:
         self._need_full = True
         self._chain_rules = 0  # rules in per-service chains, kept as they change
         self.large = False  # kube-proxy's large-cluster mode (no per-endpoint comments)
+        self._endpoints = 0  # endpoints over all applied service ports
         self.last_restore_input = ""
 
     # -- rendering ----------------------------------------------------------
@@ -460,15 +462,8 @@ class IptablesDataPlane:
         """Update per-service rules for what changed; returns (full, changed, old rules)."""
         full = full or self._need_full
         new, old = desired.services, self._applied
-        large = sum(len(e.endpoints.all) for e in new.values()) > LARGE_CLUSTER_ENDPOINTS
-        flip = large != self.large
-        if flip:
-            # every endpoint rule changes shape: rewrite everything once
-            self.large, full = large, True
-            candidates = new.keys() | old.keys() | self._rules.keys()
-            self._applied = old = {}
-        elif desired.changed is not None and not full and not self._need_full:
-            # the tracker's hint, checked against what we applied (it may cover several syncs)
+        if desired.changed is not None and not full:
+            # the tracker's hint (checked against what we applied): no walk over every service
             candidates = desired.changed | (old.keys() - new.keys())
         else:
             candidates = new.keys() | old.keys()
@@ -477,8 +472,12 @@ class IptablesDataPlane:
             a, b = new.get(spn), old.get(spn)
             if a is not b and a != b:
                 changed.add(spn)
-        if flip:
-            changed |= self._rules.keys() - new.keys()
+                self._endpoints += (len(a.endpoints.all) if a else 0) - (len(b.endpoints.all) if b else 0)
+        large = self._endpoints > LARGE_CLUSTER_ENDPOINTS
+        if large != self.large:
+            # every endpoint rule changes shape: rewrite everything once
+            self.large, full = large, True
+            changed = set(new) | set(self._rules)
         old_rules = {spn: self._rules[spn] for spn in changed if spn in self._rules}
         for spn in changed:
             entry = desired.services.get(spn)
@@ -493,6 +492,17 @@ class IptablesDataPlane:
 
     async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
         t0 = time.perf_counter()
+        # A big sync allocates hundreds of thousands of strings, all kept: the cyclic
+        # GC would rescan the growing heap again and again for nothing.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return await self._sync(desired, full, t0)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    async def _sync(self, desired: DesiredState, full: bool, t0: float) -> SyncResult:
         full, changed, old_rules = self.compute(desired, full)
         if full:
             if self._need_full:  # first sync (or after a failure): learn what a previous run left
