@@ -137,6 +137,13 @@ def sqlite_anchor(path: str, n: int = 500) -> float:
     return n / el
 
 
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -180,6 +187,8 @@ async def main() -> None:
                   f"~{rate:,.0f} creates/s")
             print(f"anchor raw sqlite durable commits: {anchor_rate:,.0f} inserts/s "
                   f"({1000 / anchor_rate:.2f} ms each); creates/s vs anchor ratio {rate / anchor_rate:.2f}")
+        rss = _rss_mb(api.proc.pid)
+        print(f"API server resident memory with {args.pods + args.live + args.creates} pods: {rss:.0f} MB")
         # Restart with everything stored (~14,000 pods and as many revisions of history).
         t = time.perf_counter()
         api.restart()
