@@ -199,3 +199,22 @@ def test_removing_the_service_removes_endpoints_and_slices(kube):
     kube.kubectl("delete", "service", "named", "-n", NS)
     wait_for(lambda: kube.get(f"/api/v1/namespaces/{NS}/endpoints/named") is None and not slices(kube, "named"),
              10, "endpoints and slices gone")
+
+
+def test_service_changes_move_endpoints(kube):
+    # the service's port changes: the slice is rewritten in place, Endpoints follow
+    kube.kubectl("patch", "svc", "web", "-n", NS, "--type=json",
+                 "-p", '[{"op":"replace","path":"/spec/ports/0/targetPort","value":9000}]')
+    wait_for(lambda: all(e["ports"] == [{"name": "http", "port": 9000, "protocol": "TCP"}]
+                         for e in slice_endpoints(kube, "web").values()) and
+             all(v[1] == [("http", 9000)] for v in endpoints(kube, "web")["ready"].values()), 5, "port 9000")
+    # the selector changes: the old pods leave, the selected ones arrive
+    make_pod(kube, "other-0", {"app": "other"})
+    kube.set_pod(NS, "other-0", "10.244.9.9", ready=True)
+    kube.kubectl("patch", "svc", "web", "-n", NS, "--type=merge", "-p", '{"spec":{"selector":{"app":"other"}}}')
+    wait_for(lambda: set(slice_endpoints(kube, "web")) == {"other-0"}
+             and set(endpoints(kube, "web")["ready"]) == {"other-0"}, 5, "selector followed")
+    # a pod's labels change: it leaves the service
+    kube.kubectl("label", "pod", "other-0", "-n", NS, "app=gone", "--overwrite")
+    wait_for(lambda: not slice_endpoints(kube, "web") and not endpoints(kube, "web")["ready"], 5, "pod left")
+    assert len(slices(kube, "web")) == 1  # the placeholder
