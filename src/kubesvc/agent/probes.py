@@ -160,6 +160,9 @@ class ProbeWorker:
         while True:
             if self.gate():
                 prefix = self.exec_prefix() if callable(self.exec_prefix) else self.exec_prefix
+                if prefix is None and p.exec is not None:
+                    await asyncio.sleep(0.05)  # the container's init is still being spawned
+                    continue
                 r = await run_probe(p, self.container, self.pod_ip, prefix, self.env)
                 count = count + 1 if r.ok == last else 1
                 last = r.ok
