@@ -227,3 +227,32 @@ def test_udp_flow_follows_a_moved_endpoint(env):
         assert answers[-5:] == ["pod2"] * 5, answers
     finally:
         feed.apply(endpoint_slice("dns", [p0], protocol="UDP"))
+
+
+def test_health_check_node_port_and_source_ranges(env):
+    lab, feed, proxy = env
+    p0, p1, p2 = lab.pods
+    hc = f"http://{NODE_IP}:32100/healthz"
+    lb = service("hc", "10.96.10.16", type="LoadBalancer", node_port=30086, lb_ip="198.51.100.9", etp="Local",
+                 hc_port=32100)
+    feed.apply(lb, endpoint_slice("hc", [p0, p1]))
+    r = lab.curl(lab.client, hc, "-w", "' %{http_code}'")
+    assert r.stdout.endswith(" 200") and '"localEndpoints":2' in r.stdout, r.stdout
+    p0.node = p1.node = "node2"
+    try:
+        feed.apply(endpoint_slice("hc", [p0, p1]))
+        r = lab.curl(lab.client, hc, "-w", "' %{http_code}'")
+        assert r.stdout.endswith(" 503") and '"localEndpoints":0' in r.stdout, r.stdout
+    finally:
+        p0.node = p1.node = "node1"
+    if proxy.mode == "iptables":
+        # loadBalancerSourceRanges: the client's network is allowed, then it is not
+        lb["spec"]["loadBalancerSourceRanges"] = ["192.168.50.0/24"]
+        feed.apply(lb, endpoint_slice("hc", [p0, p1]))
+        assert lab.curl(lab.client, "http://198.51.100.9/").stdout.strip() in ("pod0", "pod1")
+        lb["spec"]["loadBalancerSourceRanges"] = ["10.1.0.0/16"]
+        feed.apply(lb)
+        # not accepted: dropped by KUBE-PROXY-FIREWALL, or (as here, where the node has no
+        # route for the LB address itself) unreachable once it is not DNATed
+        assert lab.curl(lab.client, "http://198.51.100.9/", timeout=1).returncode in (7, 28)
+    feed.delete("Service", "hc")
