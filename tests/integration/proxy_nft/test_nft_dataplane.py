@@ -235,3 +235,48 @@ def test_kill9_keeps_traffic_and_restart_keeps_the_ruleset(env):
     feed.flush()
     assert without_expiry(nft(lab, "-s list ruleset")) == without_expiry(before), proxy.log()
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 40)) == ALL
+
+
+RECOVERY = r'''
+import asyncio, subprocess, sys
+from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
+from kubesvc.proxy.model import *
+
+def st(ips):
+    spn = ServicePortName("default", "web", "http")
+    eps = EndpointSet.categorize([Endpoint(ip, 8080, "node1", True) for ip in ips])
+    return DesiredState({spn: ServiceEntry(ServicePort(spn, "10.96.0.10", 80), eps)}, changed=frozenset({spn}))
+
+async def main():
+    dp = NftablesDataPlane()
+    assert dp._lib is not None, "libnftables not loaded"
+    print("first", (await dp.sync(st(["10.244.1.10"]))).full)
+    print("partial", (await dp.sync(st(["10.244.1.11"]))).full)
+    # someone deletes our service chain behind our back: the next partial fails ...
+    chain = next(c for c in dp._known_chains if c.startswith("service-"))
+    subprocess.run(["nft", "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }"], check=True)
+    subprocess.run(["nft", "delete chain ip kube-proxy " + chain], check=True)
+    try:
+        await dp.sync(st(["10.244.1.12"]))
+        print("no error")
+    except RuntimeError as err:
+        print("failed", "libnftables" in str(err))
+    # ... and the one after it rewrites everything
+    print("repair", (await dp.sync(st(["10.244.1.12"]))).full)
+    print(subprocess.run(["nft", "list chain ip kube-proxy " + chain], capture_output=True, text=True).stdout)
+
+asyncio.run(main())
+'''
+
+
+def test_a_failed_partial_sync_is_repaired_by_a_full_one(tmp_path):
+    from tests.lib.netns import Topology
+    with Topology() as topo:
+        ns = topo.ns("nftfail")
+        script = tmp_path / "recovery.py"
+        script.write_text(RECOVERY)
+        r = topo.run(ns, f"{sys.executable} {script}", check=False, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[:4] == ["first True", "partial False", "failed True", "repair True"], r.stdout
+        assert "dnat to 10.244.1.12:8080" in r.stdout
