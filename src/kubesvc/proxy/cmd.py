@@ -32,17 +32,14 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def choose_mode(mode: str, is_root: bool) -> tuple[str, str]:
-    """(data plane to run, why) — following the seed: fall back rather than fail."""
-    if mode == "auto":
-        if not is_root:
-            return "userspace", "not root: userspace relays NodePorts (ClusterIPs need root)"
-        return "iptables", "ipvs data plane is not built yet, using iptables"
-    if mode == "nftables" and is_root and shutil.which("nft"):
-        return "nftables", "--mode=nftables"
-    if mode in ("ipvs", "nftables"):
-        return "iptables", f"--mode={mode}: the {mode} data plane is not built yet, falling back to iptables"
-    return mode, f"--mode={mode}"
+def choose_mode(mode: str, is_root: bool, *, no_fallback: bool = False,
+                scheduler: str = "rr") -> tuple[str, str]:
+    """(data plane to run, why) — the seed's rule, decided in kubesvc.proxy.modes:
+    ipvs when the kernel has IPVS, otherwise iptables; userspace without root."""
+    from kubesvc.proxy.modes import choose_mode as choose
+    built = ("userspace", "iptables", "ipvs") + (("nftables",) if is_root and shutil.which("nft") else ())
+    c = choose(mode, is_root=is_root, no_fallback=no_fallback, scheduler=scheduler, built=built)
+    return c.mode, c.reason
 
 
 @click.command("proxy")
@@ -53,6 +50,10 @@ def choose_mode(mode: str, is_root: bool) -> tuple[str, str]:
 @click.option("--node-ip", default=None, help="This node's IPv4 address(es), comma separated.")
 @click.option("--iptables-backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto",
               show_default=True, help="iptables flavour; auto follows what the system already uses.")
+@click.option("--ipvs-scheduler", default="rr", show_default=True,
+              help="IPVS scheduler (rr, wrr, lc, sh, mh, ...) for --mode=ipvs.")
+@click.option("--no-fallback", is_flag=True,
+              help="Exit with the reason instead of falling back to iptables when the mode cannot run.")
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True,
               help="Pod CIDR: traffic from outside it to a ClusterIP is masqueraded ('' = never).")
 @click.option("--healthz-bind-address", default="0.0.0.0:10256", show_default=True)
@@ -60,14 +61,19 @@ def choose_mode(mode: str, is_root: bool) -> tuple[str, str]:
 @click.option("--min-sync-period", default="1s", show_default=True)
 @click.option("--sync-period", default="30s", show_default=True)
 @click.option("-v", "--verbose", count=True)
-def command(kubeconfig, server, mode, node_name, node_ip, iptables_backend, cluster_cidr,
+def command(kubeconfig, server, mode, node_name, node_ip, iptables_backend, ipvs_scheduler, no_fallback,
+            cluster_cidr,
             healthz_bind_address, metrics_bind_address, min_sync_period, sync_period, verbose):
     """Carry this node's service traffic to endpoints, as kube-proxy does."""
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     min_sp, sp = parse_duration(min_sync_period), parse_duration(sync_period)
     is_root = os.geteuid() == 0
-    chosen, why = choose_mode(mode, is_root)
+    from kubesvc.proxy.modes import ModeError
+    try:
+        chosen, why = choose_mode(mode, is_root, no_fallback=no_fallback, scheduler=ipvs_scheduler)
+    except ModeError as err:
+        raise click.ClickException(str(err))
     if chosen == "iptables" and not is_root:
         raise click.ClickException("--mode=iptables needs root (kernel rules)")
     node_name = node_name or socket.gethostname()
@@ -80,6 +86,9 @@ def command(kubeconfig, server, mode, node_name, node_ip, iptables_backend, clus
         log.info("iptables backend: %s (%s)", backend.name, bwhy)
     if chosen == "iptables":
         dataplane = IptablesDataPlane(backend, cluster_cidr=cluster_cidr or None)
+    elif chosen == "ipvs":
+        from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
+        dataplane = IpvsDataPlane(backend, scheduler=ipvs_scheduler, cluster_cidr=cluster_cidr or None)
     elif chosen == "nftables":
         from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
         dataplane = NftablesDataPlane(cluster_cidr=cluster_cidr or None)

@@ -104,7 +104,8 @@ def choose_mode(mode: str, *, is_root: bool, no_fallback: bool = False, schedule
         return ModeChoice("iptables", f"--mode=ipvs: {why}; falling back to iptables", fell_back=True)
     if mode not in built:
         if no_fallback:
-            raise ModeError(f"--mode={mode}: the {mode} data plane is not built yet (and --no-fallback was given)")
-        return ModeChoice("iptables", f"--mode={mode}: the {mode} data plane is not built yet, "
-                                      "falling back to iptables", fell_back=True)
+            raise ModeError(f"--mode={mode}: the {mode} data plane cannot run here (it needs root and its "
+                            "tools) (and --no-fallback was given)")
+        return ModeChoice("iptables", f"--mode={mode}: the {mode} data plane cannot run here (it needs root "
+                                      "and its tools); falling back to iptables", fell_back=True)
     return ModeChoice(mode, f"--mode={mode}")
