@@ -1,0 +1,300 @@
+"""Service traffic through the ipvs data plane — run inside the IPVS VM (test_ipvs_in_vm.py).
+
+The same namespace lab as the iptables/userspace tests (tests/integration/proxy/lab.py):
+a node namespace with three pods behind a bridge and a client namespace beside
+it; the ipvs data plane runs inside the node namespace (IPVS tables, kube-ipvs0,
+ipsets and iptables are all per namespace). Oracles: curl answers, the source
+address a pod sees, refusals and their timing, and `ipvsadm -Ln` / `ipvsadm -Sn`,
+`ip addr show kube-ipvs0`, `ipset list`, `iptables-save`.
+
+Not collected by a plain `pytest` run (the file name does not start with test_);
+it skips itself unless KUBESVC_IN_IPVS_VM=1 (set by the outer test).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.environ.get("KUBESVC_IN_IPVS_VM") != "1",
+                                 reason="runs inside the IPVS VM only (tests/integration/proxy_ipvs/test_ipvs_in_vm.py)")]
+ROOT = Path(__file__).resolve().parents[3]
+ALL = {"pod0", "pod1", "pod2"}
+
+
+class SlowFeed(FileFeed):
+    """FileFeed with room for software emulation: a Python start in the VM takes many seconds."""
+
+    def flush(self, timeout: float = 240) -> float:
+        return super().flush(timeout)
+
+
+class Proxy:
+    """The ipvs data plane fed by driver.py in the node namespace."""
+
+    def __init__(self, lab: ProxyLab, state: Path):
+        self.lab, self.state = lab, state
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = self.lab.topo.popen(self.lab.node, [sys.executable, "-m", "tests.integration.proxy_ipvs.driver",
+                                                        str(self.state)], cwd=ROOT,
+                                        stderr=open(str(self.state) + ".log", "ab"))
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def log(self) -> str:
+        return Path(str(self.state) + ".log").read_text()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    subprocess.run(["modprobe", "br_netfilter"], check=False)
+    lab = ProxyLab().start()
+    state = tmp_path_factory.mktemp("ipvs") / "state.json"
+    feed = SlowFeed(state)
+    proxy = Proxy(lab, state)
+    state.write_text('{"generation": 0, "services": [], "slices": []}')
+    proxy.start()
+    p0, p1, p2 = lab.pods
+    try:
+        feed.apply(
+            service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
+            endpoint_slice("web", [p0, p1, p2]),
+            service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
+            endpoint_slice("lb", [p0, p1, p2]),
+            service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
+            endpoint_slice("sticky", [p0, p1, p2]),
+            service("empty", "10.96.10.13", type="NodePort", node_port=30083),
+            service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
+            endpoint_slice("dns", [p0], protocol="UDP"),
+        )
+    except AssertionError:
+        print(proxy.log(), file=sys.stderr)
+        lab.close()
+        raise
+    yield lab, feed, proxy
+    print("---- proxy log ----\n" + proxy.log()[-4000:], file=sys.stderr)
+    lab.close()
+
+
+def ipvsadm(lab: ProxyLab, *args: str) -> str:
+    return lab.topo.run(lab.node, "ipvsadm " + " ".join(args)).stdout
+
+
+def test_ipvsadm_lists_the_services(env):
+    lab, _, _ = env
+    out = ipvsadm(lab, "-Ln")
+    blocks = {m.group(1): m.group(0) for m in re.finditer(r"^(?:TCP|UDP)\s+(\S+) .*\n(?:  ->.*\n?)*", out, re.M)}
+    web = blocks["10.96.10.10:80"]
+    assert web.split("\n")[0].split()[2] == "rr"
+    for ip in ("10.244.1.10", "10.244.1.11", "10.244.1.12"):
+        assert re.search(rf"-> {ip}:8080\s+Masq\s+1\s", web), web
+    for addr in (f"{NODE_IP}:30080", "203.0.113.10:80", "198.51.100.7:80", f"{NODE_IP}:30081"):
+        assert addr in blocks, (addr, out)
+    assert "persistent 600" in blocks["10.96.10.12:80"]
+    assert "->" not in blocks["10.96.10.13:80"].split("\n", 1)[1]  # no endpoints, no real servers
+    assert re.search(r"^UDP\s+10\.96\.10\.14:53 rr\s*\n\s+-> 10\.244\.1\.10:8080\s+Masq", out, re.M), out
+    addrs = lab.topo.run(lab.node, "ip -o addr show dev kube-ipvs0").stdout
+    for ip in ("10.96.10.10", "10.96.10.14", "203.0.113.10", "198.51.100.7"):
+        assert f" {ip}/32 " in addrs, addrs
+    assert NODE_IP not in addrs
+    sets = lab.topo.run(lab.node, "ipset list KUBE-CLUSTER-IP").stdout
+    assert "10.96.10.10,tcp:80" in sets and "10.96.10.14,udp:53" in sets
+    assert "30080" in lab.topo.run(lab.node, "ipset list KUBE-NODE-PORT-TCP").stdout
+    nat = lab.topo.run(lab.node, "iptables-save -t nat").stdout
+    assert "-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" " \
+           "-m set --match-set KUBE-CLUSTER-IP dst,dst ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ" in nat, nat
+    assert "KUBE-SVC-" not in nat  # no per-service chains in ipvs mode
+
+
+def test_clusterip_from_node_spreads_over_all_endpoints(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.node, "http://10.96.10.10/hostname.html", 6)) == ALL
+
+
+def test_clusterip_from_a_pod_including_itself(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.pods[0].ns, "http://10.96.10.10/hostname.html", 6)) == ALL
+
+
+def test_nodeport_from_client(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/hostname.html", 6)) == ALL
+
+
+def test_external_ip_and_loadbalancer_ip_from_client(env):
+    lab, _, _ = env
+    assert set(lab.names(lab.client, "http://203.0.113.10/hostname.html", 6)) == ALL
+    assert set(lab.names(lab.client, "http://198.51.100.7/hostname.html", 6)) == ALL
+
+
+def test_client_ip_affinity_pins(env):
+    lab, _, _ = env
+    got = lab.names(lab.client, f"http://{NODE_IP}:30082/", 8)
+    assert len(got) == 8 and len(set(got)) == 1
+    got = lab.names(lab.node, "http://10.96.10.12/", 8)
+    assert len(got) == 8 and len(set(got)) == 1
+
+
+def test_no_endpoints_is_refused_at_once(env):
+    lab, _, _ = env
+    for ns, url in ((lab.node, "http://10.96.10.13/"), (lab.client, f"http://{NODE_IP}:30083/")):
+        t0 = time.monotonic()
+        r = lab.curl(ns, url)
+        took = time.monotonic() - t0
+        assert r.returncode == 7, (url, r.returncode, r.stderr)  # ICMP port unreachable → refused
+        assert took < 1.5
+
+
+def test_other_ports_on_a_service_address_are_refused(env):
+    """KUBE-IPVS-FILTER: a ClusterIP on kube-ipvs0 must not expose the node's own ports."""
+    lab, _, _ = env
+    srv = lab.topo.popen(lab.node, [sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "8999"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: lab.curl(lab.node, "http://127.0.0.1:8999/").returncode == 0, timeout=10)
+        assert lab.curl(lab.pods[1].ns, "http://10.96.10.10:8999/").returncode != 0
+        assert lab.curl(lab.pods[1].ns, f"http://{NODE_IP}:8999/").returncode == 0
+    finally:
+        srv.kill()
+
+
+def test_udp_service(env):
+    lab, _, _ = env
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); "
+            "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
+    r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
+    assert r.stdout.strip() == "pod0", r.stderr
+
+
+def test_endpoint_removal_takes_effect_within_2s(env):
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    t0 = time.monotonic()
+    feed.apply(endpoint_slice("web", [p0, p1]))
+    ok = wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 4), timeout=2)
+    assert ok and time.monotonic() - t0 < 2.0
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 6)) == {"pod0", "pod1"}
+    # the removed real server drains (weight 0) or is already gone; never weight 1
+    web = ipvsadm(lab, "-Ln", "-t", "10.96.10.10:80")
+    assert not re.search(r"10\.244\.1\.12:8080\s+Masq\s+1\s", web), web
+    feed.apply(endpoint_slice("web", [p0, p1, p2]))
+    assert set(lab.names(lab.node, "http://10.96.10.10/", 6)) == ALL
+    assert re.search(r"10\.244\.1\.12:8080\s+Masq\s+1\s", ipvsadm(lab, "-Ln", "-t", "10.96.10.10:80"))
+
+
+def test_graceful_removal_keeps_a_running_download(env):
+    """Weight 0 while a connection lasts: the download completes, new connections go elsewhere."""
+    lab, feed, _ = env
+    p0, p1, _ = lab.pods
+    feed.apply(service("drain", "10.96.10.16", type="NodePort", node_port=30086),
+               endpoint_slice("drain", [p0]))
+    size = 48 * 65536  # 48 chunks, one per 50 ms: ~2.4 s
+    dl = subprocess.Popen(["ip", "netns", "exec", lab.client, "curl", "-s", "-o", "/dev/null", "-w",
+                           "%{size_download}", "--max-time", "30", f"http://{NODE_IP}:30086/slow/{size}"],
+                          stdout=subprocess.PIPE, text=True)
+    time.sleep(0.8)
+    feed.apply(endpoint_slice("drain", [p1]))
+    block = ipvsadm(lab, "-Ln", "-t", f"{NODE_IP}:30086")
+    assert re.search(r"10\.244\.1\.10:8080\s+Masq\s+0\s+1\s", block), block  # weight 0, 1 active connection
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30086/", 4)) == {"pod1"}
+    out, _ = dl.communicate(timeout=40)
+    assert dl.returncode == 0 and int(out) == size
+
+
+def test_removed_real_server_without_connections_is_deleted(env):
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    feed.apply(service("idle", "10.96.10.17"), endpoint_slice("idle", [p0, p1, p2]))
+    feed.apply(endpoint_slice("idle", [p0, p1]))
+    assert wait_for(lambda: "10.244.1.12" not in ipvsadm(lab, "-Ln", "-t", "10.96.10.17:80"), timeout=5)
+
+
+def test_external_traffic_policy_local(env):
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    p2.node = "node2"
+    try:
+        feed.apply(service("local", "10.96.10.15", type="NodePort", node_port=30085, etp="Local"),
+                   endpoint_slice("local", [p0, p1, p2]))
+        assert set(lab.names(lab.client, f"http://{NODE_IP}:30085/", 6)) == {"pod0", "pod1"}
+        assert lab.curl(lab.client, f"http://{NODE_IP}:30085/ip").stdout.strip() == CLIENT_IP
+        assert lab.curl(lab.client, f"http://{NODE_IP}:30080/ip").stdout.strip() != CLIENT_IP
+    finally:
+        p2.node = "node1"
+
+
+def _kernel_state(lab: ProxyLab) -> str:
+    """Everything the data plane programs, without counters."""
+    parts = [ipvsadm(lab, "-Sn"),
+             lab.topo.run(lab.node, "ip -o addr show dev kube-ipvs0").stdout,
+             lab.topo.run(lab.node, "ipset save").stdout,
+             "\n".join(line for line in lab.topo.run(lab.node, "iptables-save").stdout.splitlines()
+                       if not line.startswith("#"))]
+    return "\n".join(sorted("\n".join(parts).splitlines()))
+
+
+def test_kill9_keeps_traffic_and_restart_converges_without_a_flush(env):
+    lab, feed, proxy = env
+    # nothing may drain (and so change the table) between the two snapshots
+    feed.delete("Service", "drain")
+    feed.delete("EndpointSlice", "drain-abc")
+    before = _kernel_state(lab)
+    size = 48 * 65536
+    dl = subprocess.Popen(["ip", "netns", "exec", lab.client, "curl", "-s", "-o", "/dev/null", "-w",
+                           "%{size_download}", "--max-time", "30", f"http://{NODE_IP}:30080/slow/{size}"],
+                          stdout=subprocess.PIPE, text=True)
+    time.sleep(0.7)
+    proxy.kill9()
+    out, _ = dl.communicate(timeout=40)
+    assert dl.returncode == 0 and int(out) == size  # the kernel carried it without the proxy
+    assert _kernel_state(lab) == before
+    proxy.start()
+    feed.flush()
+    assert _kernel_state(lab) == before
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 6)) == ALL
+
+
+UDP_LOOP = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40053))
+s.settimeout(0.3)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    s.sendto(b"q", ("10.96.10.14", 53))
+    try:
+        print(s.recvfrom(100)[0].decode().strip(), flush=True)
+    except socket.timeout:
+        print("-", flush=True)
+    time.sleep(0.1)
+"""
+
+
+def test_udp_flow_follows_a_moved_endpoint(env):
+    lab, feed, _ = env
+    p0, p1, p2 = lab.pods
+    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "6"],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    feed.apply(endpoint_slice("dns", [p2], protocol="UDP"))
+    answers = loop.communicate(timeout=20)[0].split()
+    try:
+        assert answers[0] == "pod0", answers
+        assert answers[-5:] == ["pod2"] * 5, answers
+    finally:
+        feed.apply(endpoint_slice("dns", [p0], protocol="UDP"))
