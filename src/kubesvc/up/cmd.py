@@ -168,7 +168,7 @@ def proxy_log_reason(log_path: Path) -> str | None:
 
 
 @click.command("up")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data-dir", envvar="KUBESVC_DATA_DIR", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Store, kubeconfig, pod state and logs (default /var/lib/kubesvc as root, "
                    "else ~/.local/share/kubesvc).")
 @click.option("--proxy-mode", type=click.Choice(PROXY_MODES), default="auto", show_default=True,
@@ -362,7 +362,8 @@ class Up:
                              check=True, capture_output=True, text=True).stdout
         tmp = self.kubeconfig.with_suffix(".tmp")
         tmp.write_text(out)
-        tmp.chmod(0o600)
+        # No secret in it (plain HTTP, no credentials): readable, so `sudo kubesvc up` serves a user's kubectl.
+        tmp.chmod(0o644)
         os.replace(tmp, self.kubeconfig)
 
     async def _apply(self, obj: dict) -> None:

@@ -384,7 +384,7 @@ def render(ex: Explanation) -> None:
 @click.option("--from", "source", type=click.Choice(["client", "node", "pod"]), default=None,
               help="Where the connection starts (default: client for NodePort/LoadBalancer, else pod).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data-dir", envvar="KUBESVC_DATA_DIR", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="kubesvc up's data dir (finds the kubeconfig, node and proxy mode).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, type=click.Path(dir_okay=False),
               help="Kubeconfig (default: DATA/kubeconfig, then $KUBECONFIG).")
@@ -398,7 +398,7 @@ def command(target, namespace, source, output, data_dir, kubeconfig, server, mod
     kind, _, name = target.partition("/")
     if not name or kind not in ("svc", "service", "services"):
         raise click.BadParameter("expected svc/NAME", param_hint="svc/NAME")
-    st = upstate.read((data_dir or upstate.default_data_dir()).resolve())
+    st = upstate.read((data_dir or upstate.find_data_dir()).resolve())
     if st and not kubeconfig and not server:
         kubeconfig = st.kubeconfig
     data = asyncio.run(fetch(kubeconfig, server, namespace, name))

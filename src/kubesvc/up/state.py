@@ -82,3 +82,12 @@ def default_data_dir() -> Path:
         return Path("/var/lib/kubesvc")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "kubesvc"
+
+
+def find_data_dir() -> Path:
+    """For readers (status, explain): the user's own data dir, else the machine's if `sudo kubesvc up` made it."""
+    own = default_data_dir()
+    machine = Path("/var/lib/kubesvc")
+    if not (own / STATE_FILE).exists() and (machine / STATE_FILE).exists():
+        return machine
+    return own

@@ -127,16 +127,16 @@ def render(info: dict) -> None:
 
 
 @click.command("status")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data-dir", envvar="KUBESVC_DATA_DIR", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="kubesvc up's data dir (default /var/lib/kubesvc as root, else ~/.local/share/kubesvc).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(data_dir: Path | None, output: str) -> None:
     """Components of `kubesvc up`, their health, the proxy mode and why, and object counts."""
-    data_dir = (data_dir or upstate.default_data_dir()).resolve()
+    data_dir = (data_dir or upstate.find_data_dir()).resolve()
     st = upstate.read(data_dir)
     if st is None:
         raise click.ClickException(f"no kubesvc up state in {data_dir} (start it with: kubesvc up"
-                                   f"{'' if data_dir == upstate.default_data_dir() else ' --data-dir ' + str(data_dir)})")
+                                   f"{'' if data_dir == upstate.find_data_dir() else ' --data-dir ' + str(data_dir)})")
     info = asyncio.run(gather(st))
     if output == "json":
         click.echo(json.dumps(info, indent=2))
