@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runtime_debs=(iptables nftables ipset ipvsadm conntrack iproute2 kmod procps)
+runtime_debs+=(dnsutils curl)  # the README tour: dig @10.96.0.10, curl NODE_IP:30080
 test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc busybox-static)  # busybox-static: initramfs of the ipvs VM (virtme-ng needs it static)
 
 want=("${runtime_debs[@]}")
@@ -26,3 +27,4 @@ else
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".${extra}"
+command -v kubectl >/dev/null || echo "install: kubectl not found; the README tour needs it: https://kubernetes.io/docs/tasks/tools/ (Debian: the pkgs.k8s.io apt repository, package kubectl)" >&2
