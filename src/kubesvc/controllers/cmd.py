@@ -21,24 +21,29 @@ from kubesvc.client import client_options, make_client
               help="LoadBalancer address pool: RANGE[,RANGE], each a CIDR or first-last.")
 @click.option("--controllers", "controllers", default="*", show_default=True,
               help="Comma-separated controllers to run: endpoints, endpointslices, deployments, "
-                   "replicasets, scheduler, nodeipam, loadbalancer ('*' = all).")
+                   "replicasets, scheduler, nodeipam, loadbalancer, nodelifecycle; '*' = all but "
+                   "nodelifecycle, '-name' removes one (e.g. '*,nodelifecycle,-scheduler').")
+@click.option("--node-monitor-grace-period", default=40.0, show_default=True, type=float,
+              help="nodelifecycle: seconds without a heartbeat before a node is Unknown.")
+@click.option("--pod-eviction-timeout", default=300.0, show_default=True, type=float,
+              help="nodelifecycle: seconds a node is down before pods without a NoExecute "
+                   "toleration for its taint are evicted (the API server gives pods 300 s ones; "
+                   "their tolerationSeconds rule).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, controllers, verbose):
+def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, controllers,
+            node_monitor_grace_period, pod_eviction_timeout, verbose):
     """Run the controllers: endpoints, endpointslices, deployments, replicasets, the
     scheduler, node IPAM and LoadBalancer addresses."""
     from kubesvc.controllers.loadbalancer import parse_pool
-    from kubesvc.controllers.manager import ALL_CONTROLLERS, ControllerManager
+    from kubesvc.controllers.manager import ControllerManager, resolve_controllers
     from kubesvc.controllers.nodeipam import CIDRSet
 
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = [n.strip() for n in controllers.split(",") if n.strip()]
-    if "*" in names:
-        names = list(ALL_CONTROLLERS)
-    unknown = [n for n in names if n not in ALL_CONTROLLERS]
-    if unknown:
-        raise click.BadParameter(f"unknown controllers: {', '.join(unknown)} "
-                                 f"(known: {', '.join(ALL_CONTROLLERS)})", param_hint="--controllers")
+    try:
+        names = resolve_controllers(controllers)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--controllers")
     try:
         parse_pool(lb_pool)
         CIDRSet(cluster_cidr, node_cidr_mask_size)
@@ -48,7 +53,9 @@ def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, cont
     async def main() -> None:
         client = make_client(kubeconfig, server, field_manager="kube-controller-manager")
         mgr = ControllerManager(client, names, cluster_cidr=cluster_cidr,
-                                node_cidr_mask_size=node_cidr_mask_size, lb_pool=lb_pool)
+                                node_cidr_mask_size=node_cidr_mask_size, lb_pool=lb_pool,
+                                node_monitor_grace_period=node_monitor_grace_period,
+                                pod_eviction_timeout=pod_eviction_timeout)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

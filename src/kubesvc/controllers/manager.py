@@ -26,6 +26,7 @@ def _registry() -> dict[str, type[Controller]]:
     from kubesvc.controllers.endpointslices import EndpointSliceController
     from kubesvc.controllers.loadbalancer import LoadBalancerController
     from kubesvc.controllers.nodeipam import NodeIPAMController
+    from kubesvc.controllers.nodelifecycle import NodeLifecycleController
     from kubesvc.controllers.replicasets import ReplicaSetController
     from kubesvc.controllers.scheduler import Scheduler
     return {
@@ -36,11 +37,37 @@ def _registry() -> dict[str, type[Controller]]:
         "scheduler": Scheduler,
         "nodeipam": NodeIPAMController,
         "loadbalancer": LoadBalancerController,
+        "nodelifecycle": NodeLifecycleController,
     }
 
 
-ALL_CONTROLLERS = ("endpoints", "endpointslices", "deployments", "replicasets", "scheduler",
-                   "nodeipam", "loadbalancer")
+# What '*' means, as kube-controller-manager's --controllers: the default-on set.
+DEFAULT_CONTROLLERS = ("endpoints", "endpointslices", "deployments", "replicasets", "scheduler",
+                       "nodeipam", "loadbalancer")
+# Off unless named ('*,nodelifecycle'): it acts on nodes that stop heartbeating, which
+# test set-ups that register nodes by hand never do.
+ALL_CONTROLLERS = (*DEFAULT_CONTROLLERS, "nodelifecycle")
+
+
+def resolve_controllers(spec: str) -> list[str]:
+    """'*', 'a,b', '*,nodelifecycle', '*,-scheduler' -> the controllers to run (kube's syntax)."""
+    names: list[str] = []
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if "*" in parts:
+        names.extend(DEFAULT_CONTROLLERS)
+    for p in parts:
+        if p == "*":
+            continue
+        if p.startswith("-"):
+            if p[1:] not in ALL_CONTROLLERS:
+                raise ValueError(f"unknown controllers: {p[1:]}")
+            names = [n for n in names if n != p[1:]]
+        elif p not in names:
+            names.append(p)
+    unknown = [n for n in names if n not in ALL_CONTROLLERS]
+    if unknown:
+        raise ValueError(f"unknown controllers: {', '.join(unknown)} (known: {', '.join(ALL_CONTROLLERS)})")
+    return names
 
 
 class ControllerManager:
@@ -48,7 +75,7 @@ class ControllerManager:
 
     def __init__(self, client: AsyncClient, controllers: list[str] | None = None, **options: Any):
         registry = _registry()
-        names = list(controllers or ALL_CONTROLLERS)
+        names = list(controllers or DEFAULT_CONTROLLERS)
         unknown = [n for n in names if n not in registry]
         if unknown:
             raise ValueError(f"unknown controllers: {', '.join(unknown)} (known: {', '.join(ALL_CONTROLLERS)})")

@@ -184,3 +184,29 @@ def test_cli_refuses_bad_flags():
     assert r.exit_code == 2 and "larger than the cluster CIDR" in r.output
     r = CliRunner().invoke(command, ["--server", "http://127.0.0.1:1", "--controllers", "endpoints,bogus"])
     assert r.exit_code == 2 and "unknown controllers: bogus" in r.output
+
+
+def test_controllers_flag_syntax():
+    from kubesvc.controllers.manager import DEFAULT_CONTROLLERS, resolve_controllers
+    assert resolve_controllers("*") == list(DEFAULT_CONTROLLERS)
+    assert "nodelifecycle" not in resolve_controllers("*")
+    assert resolve_controllers("*,nodelifecycle,-scheduler")[-1] == "nodelifecycle"
+    assert "scheduler" not in resolve_controllers("*,-scheduler")
+    assert resolve_controllers("endpoints,endpointslices") == ["endpoints", "endpointslices"]
+    with pytest.raises(ValueError):
+        resolve_controllers("*,bogus")
+
+
+def test_eviction_honours_tolerations():
+    from kubesvc.controllers.nodelifecycle import toleration_seconds, wanted_taints
+    pod = Pod.from_dict({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}], "tolerations": [
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30}]}})
+    assert toleration_seconds(pod, "node.kubernetes.io/unreachable", 300) == 30
+    assert toleration_seconds(pod, "node.kubernetes.io/not-ready", 300) == 300
+    forever = Pod.from_dict({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}],
+                                                                "tolerations": [{"operator": "Exists"}]}})
+    assert toleration_seconds(forever, "node.kubernetes.io/unreachable", 300) is None
+    assert wanted_taints("True") == []
+    assert {t["key"] for t in wanted_taints("Unknown")} == {"node.kubernetes.io/unreachable"}
+    assert {t["key"] for t in wanted_taints("False")} == {"node.kubernetes.io/not-ready"}
