@@ -61,6 +61,21 @@ def detect_node_ip() -> str:
     return "127.0.0.1"
 
 
+def route_to_services(cluster_dns: str = "10.96.0.10") -> str | None:
+    """None when this node routes the service CIDR; else a warning saying what to add.
+
+    The proxy rewrites a ClusterIP after the kernel routed the packet, so the node
+    itself (not its pods, which route via cni0) needs some route covering
+    10.96.0.0/12 — a default route normally is one.
+    """
+    p = subprocess.run(["ip", "route", "get", cluster_dns], capture_output=True, text=True)
+    if p.returncode == 0:
+        return None
+    return (f"this node has no route to the service CIDR ({p.stderr.strip() or 'no route'}): processes on "
+            f"the node cannot reach ClusterIPs such as {cluster_dns} (pods can); a default route, or "
+            f"`ip route add 10.96.0.0/12 dev <the node's interface>`, fixes it")
+
+
 def kubesvc_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "kubesvc.cli", *args]
 
@@ -291,6 +306,8 @@ class Up:
         console.print(f"kubesvc: proxy mode [bold]{self.choice.mode}[/] ({self.choice.why})")
         for limit in self.choice.limits:
             console.print(f"  [yellow]cannot[/]: {limit}")
+        if not self.choice.limits and (warning := route_to_services()):
+            console.print(f"  [yellow]warning[/]: {warning}")
         try:
             starting = asyncio.create_task(self._start_all(sup))
             stopped = asyncio.create_task(stop.wait())

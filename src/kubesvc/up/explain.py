@@ -199,8 +199,12 @@ def nft_hops(pp: PortPath, chains: dict[str, list[str]], ns: str, name: str, clu
     mine = {c: body for c, body in chains.items() if key in c}
 
     def lines_with(needle: str, where: tuple[str, ...] = ()) -> list[str]:
-        return [f"{c}: {line.rstrip(',')}" for c, body in chains.items() for line in body
+        return [f"{c}: {element(line)}" for c, body in chains.items() for line in body
                 if needle in line and key not in c and (not where or c in where)]
+
+    def element(line: str) -> str:  # one map element, without the set syntax around it
+        line = line.removeprefix("elements = {").strip()
+        return line.removesuffix("}").strip().rstrip(",").strip()
 
     entry_chain = "nat-output" if source == "node" else "nat-prerouting"
     entry = [f"{entry_chain}: {line}" for line in chains.get(entry_chain, []) if "jump services" in line]
