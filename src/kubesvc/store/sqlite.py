@@ -79,7 +79,9 @@ class SQLiteStore(Store):
         self.history = history
         self._rev = 0
         self._compact_rev = 0
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        self._pending: list[_Op] = []
+        self._flush_scheduled = False
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[_Watcher] = []
@@ -156,8 +158,19 @@ class SQLiteStore(Store):
 
     async def _submit(self, kind: str, key: str, value: bytes | None, mod_revision: int | None):
         fut = self._loop.create_future()
-        self._ops.put(_Op(kind, key, value, mod_revision, fut))
+        self._pending.append(_Op(kind, key, value, mod_revision, fut))
+        if not self._flush_scheduled:
+            # One hand-off to the writer thread per loop iteration, however many writes
+            # this iteration produced (a thread wake-up per write costs more than the write).
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         return await fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            self._ops.put(batch)
 
     async def create(self, key: str, value: bytes) -> KeyValue:
         return await self._submit("create", key, value, None)
@@ -170,12 +183,13 @@ class SQLiteStore(Store):
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         while True:
-            op = self._ops.get()
-            if op is None:
+            first = self._ops.get()
+            if first is None:
                 conn.close()
                 return
-            batch = [op]
+            batch = list(first)
             stop = False
+            # Group commit: everything queued while the last transaction synced goes in this one.
             while len(batch) < 512:
                 try:
                     nxt = self._ops.get_nowait()
@@ -184,7 +198,7 @@ class SQLiteStore(Store):
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             try:
                 events = self._apply(conn, batch)
             except Exception as err:  # disk full, I/O error: fail the whole batch
