@@ -64,6 +64,7 @@ def command(kubeconfig, server, cluster_cidr, node_cidr_mask_size, lb_pool, cont
         click.echo(f"kubesvc controllers: running {', '.join(names)}", err=True)
         await stop.wait()
         await mgr.stop()
+        await client.close()
 
     try:
         import uvloop

@@ -78,6 +78,11 @@ class EventRecorder:
             start, messages = now, set()
         messages.add(message)
         self._similar[aggregate] = (start, messages)
+        if len(self._similar) > CACHE_SIZE:  # forget windows that are over
+            for k in [k for k, (t, _) in self._similar.items() if now - t > SIMILAR_WINDOW]:
+                del self._similar[k]
+            while len(self._similar) > CACHE_SIZE:
+                del self._similar[next(iter(self._similar))]
         if len(messages) > MAX_SIMILAR:
             message = "(combined from similar events): " + message
             key = aggregate + ("",)

@@ -210,3 +210,41 @@ def test_eviction_honours_tolerations():
     assert wanted_taints("True") == []
     assert {t["key"] for t in wanted_taints("Unknown")} == {"node.kubernetes.io/unreachable"}
     assert {t["key"] for t in wanted_taints("False")} == {"node.kubernetes.io/not-ready"}
+
+
+async def test_event_recorder_aggregates_like_client_go():
+    from kubesvc.controllers.events import EventRecorder
+
+    class Recording:  # stands in for the API: keeps what was written
+        def __init__(self):
+            self.created, self.patched = [], []
+
+        async def create(self, obj, namespace=None):
+            self.created.append(obj.to_dict())
+            return obj
+
+        async def patch(self, res, name, body, namespace=None, patch_type=None):
+            self.patched.append((name, body))
+
+    api = Recording()
+    rec = EventRecorder(api)
+    rec.start()
+    svc = Service.from_dict({"metadata": {"name": "web", "namespace": "default", "uid": "u1"}})
+    r = rec.for_component("service-controller")
+    for _ in range(3):
+        r.warning(svc, "AllocationFailed", "no available IPs", api_version="v1", kind="Service")
+    for i in range(12):
+        r.normal(svc, "Changed", f"message {i}", api_version="v1", kind="Service")
+    await asyncio.sleep(0.2)
+    await rec.stop()
+    first = api.created[0]
+    assert first["reason"] == "AllocationFailed" and first["count"] == 1 and first["type"] == "Warning"
+    assert first["involvedObject"] == {"kind": "Service", "apiVersion": "v1", "name": "web", "uid": "u1",
+                                       "namespace": "default"}
+    assert first["metadata"]["name"].startswith("web.") and first["source"] == {"component": "service-controller"}
+    assert [b["count"] for n, b in api.patched if n == first["metadata"]["name"]] == [2, 3]
+    changed = [e for e in api.created if e["reason"] == "Changed"]
+    # 10 distinct messages are written as they are; from the 11th on they are combined
+    assert len(changed) == 11
+    assert changed[-1]["message"] == "(combined from similar events): message 10"
+    assert api.patched[-1][1]["message"] == "(combined from similar events): message 11"
