@@ -185,18 +185,20 @@ class Handlers:
         return [f'unknown field "{u}"' for u in unknown]
 
     def respond(self, request: web.Request, rt: ResourceType, obj: dict, status: int = 200,
-                 warnings: list[str] | None = None) -> web.Response:
-        headers = None
-        if warnings:
-            headers = {"Warning": ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)}
+                warnings: list[str] | None = None) -> web.Response:
         tv = _table_version(request)
         if tv:
-            t = to_table(rt, [obj], include_object=request.query.get("includeObject", "Metadata"))
-            t["apiVersion"] = f"meta.k8s.io/{tv}"
-            return codec.response(t, status, headers=headers)
-        if codec.wants(request, "PartialObjectMetadata", "meta.k8s.io"):
-            return codec.response(_partial(obj), status, headers=headers)
-        return codec.response(obj, status, headers=headers)
+            body = to_table(rt, [obj], include_object=request.query.get("includeObject", "Metadata"))
+            body["apiVersion"] = f"meta.k8s.io/{tv}"
+        elif codec.wants(request, "PartialObjectMetadata", "meta.k8s.io"):
+            body = _partial(obj)
+        else:
+            body = obj
+        resp = codec.response(body, status)
+        for w in warnings or ():
+            # One header per warning, as kube-apiserver sends them (RFC 7234 warn-code 299).
+            resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        return resp
 
     def selectors(self, request: web.Request, rt: ResourceType):
         ls = parse_label_selector(request.query.get("labelSelector"))

@@ -416,3 +416,13 @@ def test_unknown_field_under_strict(apiserver, tmp_path):
     assert r.returncode == 1
     assert 'unknown field "bogus"' in r.stderr
     assert apiserver.kubectl("get", "cm", "strict", check=False).returncode == 1
+
+
+def test_unknown_fields_warned(apiserver, tmp_path):
+    f = tmp_path / "cm.yaml"
+    f.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: warned\nbogus: 1\nalso: 2\n")
+    r = apiserver.kubectl("create", "-f", str(f), "--validate=warn")
+    assert r.stdout.strip() == "configmap/warned created"
+    assert 'Warning: unknown field "also"' in r.stderr and 'Warning: unknown field "bogus"' in r.stderr
+    assert "bogus" not in apiserver.kubectl("get", "cm", "warned", "-o", "yaml").stdout
+    apiserver.kubectl("delete", "cm", "warned")
