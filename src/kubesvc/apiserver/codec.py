@@ -59,6 +59,23 @@ def wants(request: web.Request, as_: str, group: str) -> MediaType | None:
     return None
 
 
+_SERVED = (JSON, YAML, "*/*", "application/*")
+
+
+def check_acceptable(header: str | None) -> None:
+    """406 when the client accepts nothing we write (e.g. protobuf only).
+
+    Responses are always JSON: clients that prefer protobuf list JSON too
+    (client-go sends "application/vnd.kubernetes.protobuf, application/json")
+    and read it; one that lists only protobuf is told so instead of getting
+    something it cannot decode.
+    """
+    mts = parse_accept(header)
+    if mts and not any(mt.type in _SERVED for mt in mts):
+        raise StatusError(406, "NotAcceptable",
+                          "only the following media types are accepted: application/json, application/yaml")
+
+
 def response(obj, status: int = 200, content_type: str = JSON, headers: dict | None = None) -> web.Response:
     h = dict(headers or {})
     h["Content-Type"] = content_type

@@ -112,6 +112,7 @@ class Handlers:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             rt, ns, name, sub, legacy_watch = self.parse(request)
+            codec.check_acceptable(request.headers.get("Accept"))
             method = request.method
             if name is None:
                 if method == "GET":

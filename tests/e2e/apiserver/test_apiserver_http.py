@@ -198,3 +198,11 @@ def test_generate_name_and_finalizers(apiserver):
                         {"Content-Type": "application/merge-patch+json"})
     assert status == 200
     assert call(apiserver, "GET", CMS + "/held")[0] == 404
+
+
+def test_protobuf_only_accept_is_406(apiserver):
+    status, err, _ = call(apiserver, "GET", CMS, headers={"Accept": "application/vnd.kubernetes.protobuf"})
+    assert status == 406 and err["reason"] == "NotAcceptable"
+    status, lst, headers = call(apiserver, "GET", CMS,
+                                headers={"Accept": "application/vnd.kubernetes.protobuf, application/json"})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
