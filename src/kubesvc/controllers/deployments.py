@@ -329,10 +329,16 @@ class DeploymentController(Controller):
         """The new ReplicaSet holds the highest revision; the Deployment mirrors it."""
         max_old = max([revision_of(rs) for rs in olds] + [0])
         rev = revision_of(new)
+        # The new ReplicaSet also carries the Deployment's own annotations (e.g.
+        # kubernetes.io/change-cause, shown by `kubectl rollout history`), as kube copies them.
+        have = new.metadata.annotations or {}
+        want = {k: v for k, v in (d.metadata.annotations or {}).items()
+                if k not in _SKIP_ANNOTATIONS and have.get(k) != v}
         if rev <= max_old:
             rev = max_old + 1
-            obj = await self.client.patch(ReplicaSet, new.metadata.name,
-                                          {"metadata": {"annotations": {ANN_REVISION: str(rev)}}},
+            want[ANN_REVISION] = str(rev)
+        if want:
+            obj = await self.client.patch(ReplicaSet, new.metadata.name, {"metadata": {"annotations": want}},
                                           namespace=new.metadata.namespace, patch_type=PatchType.MERGE)
             self.writes += 1
             self.replicasets.record(obj)

@@ -128,6 +128,9 @@ def test_rolling_update_keeps_availability(kube):
     rss = {r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]: r
            for r in kube.items("/apis/apps/v1/namespaces/wl/replicasets")}
     assert rss["1"]["spec"]["replicas"] == 0 and rss["2"]["spec"]["replicas"] == 4
+    kube.kubectl("annotate", "deployment/myapp-deployment", "-n", "wl", "kubernetes.io/change-cause=nginx 1.26")
+    wait_for(lambda: re.search(r"^2\s+nginx 1\.26$", kube.kubectl(
+        "rollout", "history", "deployment/myapp-deployment", "-n", "wl").stdout, re.M), 5, "change-cause")
     history = kube.kubectl("rollout", "history", "deployment/myapp-deployment", "-n", "wl").stdout
     assert re.search(r"^1\s", history, re.M) and re.search(r"^2\s", history, re.M)
     # undo goes back to the first template: its ReplicaSet becomes revision 3
