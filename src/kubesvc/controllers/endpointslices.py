@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightkube.resources.core_v1 import Node, Service
+from lightkube.resources.core_v1 import Node
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from kubesvc.controllers.base import Controller, ControllerContext, is_not_found

@@ -131,7 +131,6 @@ class ReplicaSetController(Controller):
 
     def owned_pods(self, rs: Any) -> list[Any]:
         uid = rs.metadata.uid
-        ns = rs.metadata.namespace or ""
         out = []
         for key in list(self._owned.get(uid, ())):
             p = self.pods.get(key[1], key[0])

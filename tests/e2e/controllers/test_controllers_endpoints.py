@@ -3,7 +3,6 @@ real API server; the test plays the kubelet by patching pod status."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest

@@ -3,7 +3,6 @@ against the real API server; the test plays the kubelet."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
