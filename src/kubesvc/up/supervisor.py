@@ -19,6 +19,17 @@ from typing import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the supervisor dies, even by SIGKILL, so no component outlives it
+    (the agent then stops its pods as on Ctrl-C)."""
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class Component:
     """One supervised child process."""
@@ -77,7 +88,7 @@ class Supervisor:
         try:
             comp.proc = await asyncio.create_subprocess_exec(
                 *comp.argv, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             out.close()
         comp.started_at = time.monotonic()
