@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kubesvc.apiserver.handlers import Handlers
 
 BOOKMARK_INTERVAL = 10.0
+IDLE_CHECK = 2.0  # how often an idle watch checks that its client is still there
 DEFAULT_WATCH_TIMEOUT = 1800
 
 
@@ -114,6 +115,7 @@ async def serve_watch(h: "Handlers", request: web.Request, rt: ResourceType, ns:
             await resp.write(orjson.dumps({"type": "ERROR", "object": error}) + b"\n")
             return resp
         deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
         buf = [encode(t, o) for t, o, *_ in initial]
         if initial_bookmark:
             buf.append(bookmark(True))
@@ -128,10 +130,15 @@ async def serve_watch(h: "Handlers", request: web.Request, rt: ResourceType, ns:
                     await resp.write(bookmark())
                 break
             try:
-                item = await asyncio.wait_for(w.queue.get(), min(left, BOOKMARK_INTERVAL))
+                item = await asyncio.wait_for(w.queue.get(), min(left, IDLE_CHECK))
             except asyncio.TimeoutError:
-                if bookmarks and w.queue.empty() and time.monotonic() < deadline:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break  # the client went away (aiohttp does not cancel handlers for that)
+                now = time.monotonic()
+                if bookmarks and w.queue.empty() and now < deadline and now >= next_bookmark:
                     await resp.write(bookmark())
+                    next_bookmark = now + BOOKMARK_INTERVAL
                 continue
             if item is None:
                 break

@@ -206,3 +206,27 @@ def test_protobuf_only_accept_is_406(apiserver):
     status, lst, headers = call(apiserver, "GET", CMS,
                                 headers={"Accept": "application/vnd.kubernetes.protobuf, application/json"})
     assert status == 200 and headers["Content-Type"].startswith("application/json")
+
+
+def test_abandoned_watch_is_dropped(apiserver):
+    import socket
+    import time as _time
+
+    def watchers() -> float:
+        with urllib.request.urlopen(apiserver.url + "/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("kubesvc_apiserver_watchers "):
+                    return float(line.split()[1])
+        return -1
+
+    before = watchers()
+    s = socket.create_connection(("127.0.0.1", apiserver.port))
+    s.sendall(f"GET {CMS}?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Dnone HTTP/1.1\r\n"
+              f"Host: x\r\n\r\n".encode())
+    s.recv(4096)
+    assert watchers() == before + 1
+    s.close()
+    deadline = _time.monotonic() + 10
+    while watchers() != before and _time.monotonic() < deadline:
+        _time.sleep(0.3)
+    assert watchers() == before
