@@ -11,6 +11,8 @@ port per node).
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -68,7 +70,16 @@ async def pod_log(h, request: web.Request, rt, ns: str, name: str) -> web.Stream
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
                 resp.enable_chunked_encoding()
                 await resp.prepare(request)
-                async for chunk in upstream.content.iter_any():
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(upstream.content.readany(), 2.0)
+                    except asyncio.TimeoutError:
+                        # `logs -f` of a quiet container: stop when our client has gone.
+                        if request.transport is None or request.transport.is_closing():
+                            break
+                        continue
+                    if not chunk:
+                        break
                     await resp.write(chunk)
                 return resp
     except aiohttp.ClientError as err:

@@ -230,3 +230,41 @@ def test_abandoned_watch_is_dropped(apiserver):
     while watchers() != before and _time.monotonic() < deadline:
         _time.sleep(0.3)
     assert watchers() == before
+
+
+def test_kubectl_logs_proxied_to_the_node_agent(apiserver):
+    """kubectl logs goes API server -> node's daemon endpoint (a stand-in agent on loopback)."""
+    import http.server
+    import threading
+    seen = []
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            body = b"line 1\nline 2\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "log-node"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                           "daemonEndpoints": {"kubeletEndpoint": {"Port": srv.server_address[1]}}}}
+        assert call(apiserver, "POST", "/api/v1/nodes", node)[0] == 201
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "logged"},
+               "spec": {"nodeName": "log-node", "containers": [{"name": "app", "image": "busybox"}]}}
+        assert call(apiserver, "POST", PODS, pod)[0] == 201
+        out = apiserver.kubectl("logs", "logged", "--tail=5").stdout
+        assert out == "line 1\nline 2\n"
+        assert seen[-1].startswith("/containerLogs/default/logged/app?") and "tailLines=5" in seen[-1]
+    finally:
+        srv.shutdown()
+        call(apiserver, "DELETE", PODS + "/logged", {"gracePeriodSeconds": 0})
+        call(apiserver, "DELETE", "/api/v1/nodes/log-node")
