@@ -149,7 +149,9 @@ class SQLiteStore(Store):
         try:
             rows = cur.execute("SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ? AND key < ?"
                                " ORDER BY key", (prefix, _prefix_end(prefix))).fetchall()
-            rev = max(cur.execute("SELECT MAX(rev) FROM log").fetchone()[0] or 0, self._compact_rev)
+            # Written in the same transaction as the data: exactly the revision of this snapshot.
+            row = cur.execute("SELECT value FROM meta WHERE name='rev'").fetchone()
+            rev = row[0] if row else 0
         finally:
             cur.execute("COMMIT")
         return [KeyValue(*r) for r in rows], max(rev, max((r[3] for r in rows), default=0))
