@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -178,7 +179,10 @@ def proxy_log_reason(log_path: Path) -> str | None:
         return None
     for line in reversed(lines):
         if "proxy mode:" in line:
-            return line.split("proxy mode:", 1)[1].strip()
+            text = line.split("proxy mode:", 1)[1].strip()
+            # "iptables (--mode=ipvs: why ...); node N" -> the why
+            m = re.match(r"^\S+ \((.*)\); node \S+$", text)
+            return m.group(1) if m else text
     return None
 
 

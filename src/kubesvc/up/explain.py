@@ -154,6 +154,12 @@ def iptables_hops(pp: PortPath, ipt: R.IptablesRules, ns: str, name: str, cluste
                     if f"--dport {pp.node_port} " in r.text + " " and f"-p {proto}" in r.text]
         last = [r for r in ipt.chain("KUBE-SERVICES") if r.target == "KUBE-NODEPORTS"]
         by_kind["NodePort"].rules = [r.text for r in entry + last + R.follow(ipt, np_rules, ("KUBE-SVC-",))]
+    for hop in pp.hops:
+        if hop.kind == "LoadBalancer":
+            ip = hop.to.rsplit(":", 1)[0]
+            chain = "KUBE-PORTALS-CONTAINER" if portal else "KUBE-SERVICES"
+            lb = [r for r in ipt.chain(chain) if f"-d {ip}/32" in r.text and f"--dport {pp.port} " in r.text + " "]
+            hop.rules = [r.text for r in entry + R.follow(ipt, lb, ("KUBE-SVC-",))]
     if "ClusterIP" in by_kind:
         chain_rules = R.follow(ipt, svc_rules, ("KUBE-SEP-",))
         by_kind["ClusterIP"].rules = [r.text for r in chain_rules]
@@ -216,6 +222,11 @@ def nft_hops(pp: PortPath, chains: dict[str, list[str]], ns: str, name: str, clu
             + lines_with(f"{cluster_ip} . {pp.protocol.lower()} . {pp.port}")
             + [f"{c}: {line}" for c, body in mine.items() if c.startswith("service-") for line in body
                if "dnat to" not in line])
+    for hop in pp.hops:
+        if hop.kind == "LoadBalancer":
+            ip = hop.to.rsplit(":", 1)[0]
+            hop.rules = entry + lines_with("@service-ips", ("services",)) + lines_with(
+                f"{ip} . {pp.protocol.lower()} . {pp.port}")
     if "NodePort" in by_kind and pp.node_port:
         by_kind["NodePort"].rules = (
             entry + lines_with("@service-nodeports", ("services",))
@@ -233,6 +244,9 @@ def ipvs_hops(pp: PortPath, services: dict[str, list[str]], cluster_ip: str, nod
         by_kind["ClusterIP"].rules = services.get(f"{pp.protocol} {cluster_ip}:{pp.port}", [])
     if "NodePort" in by_kind and pp.node_port:
         by_kind["NodePort"].rules = services.get(f"{pp.protocol} {node_ip}:{pp.node_port}", [])
+    for hop in pp.hops:
+        if hop.kind == "LoadBalancer":
+            hop.rules = services.get(f"{pp.protocol} {hop.to}", [])
     for ep in pp.endpoints:
         ep.rules = [line for entries in services.values() for line in entries[1:]
                     if f"-> {ep.ip}:{ep.port} " in line + " "][:1]
@@ -311,7 +325,11 @@ def explain(data: dict[str, Any], ns: str, name: str, source: str | None, mode: 
         elif stype != "ExternalName":
             pp.path = [first]
             if source == "client":
-                pp.path.append(f"{node_ip}:{pp.node_port}")
+                lb_ips = [i.ip for i in ((svc.status.loadBalancer.ingress if svc.status and
+                                          svc.status.loadBalancer else None) or []) if i.ip]
+                for ip in lb_ips:  # the LB address is caught on the node as directly as the node port
+                    pp.hops.append(Hop("LoadBalancer", f"{ip}:{p.port}"))
+                pp.path.append(" or ".join([f"{ip}:{p.port}" for ip in lb_ips] + [f"{node_ip}:{pp.node_port}"]))
                 pp.hops.append(Hop("NodePort", f"{node_ip}:{pp.node_port}"))
             else:
                 pp.hops.append(Hop("entry", f"{first} → {spec.clusterIP}:{p.port}"))

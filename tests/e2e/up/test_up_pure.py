@@ -35,6 +35,7 @@ COMMIT
 -A KUBE-SEP-OA2V4NBCEHEF5XKO -p tcp -m comment --comment "default/myapp" -m tcp -j DNAT --to-destination 10.244.0.4:80
 -A KUBE-SEP-ZZZZZZZZZZZZZZZZ -p tcp -m comment --comment "default/myapp-svc-other" -m tcp -j DNAT --to-destination 10.244.0.3:80
 -A KUBE-SERVICES -d 10.99.99.99/32 -p tcp -m comment --comment "default/myapp cluster IP" -m tcp --dport 80 -j KUBE-SVC-XJWXQFJLXSXKRMSG
+-A KUBE-SERVICES -d 192.168.1.100/32 -p tcp -m comment --comment "default/myapp loadbalancer IP" -m tcp --dport 80 -j KUBE-EXT-XJWXQFJLXSXKRMSG
 -A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
 -A KUBE-SVC-XJWXQFJLXSXKRMSG ! -s 10.244.0.0/16 -d 10.99.99.99/32 -p tcp -m comment --comment "default/myapp cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
 -A KUBE-SVC-XJWXQFJLXSXKRMSG -m comment --comment "default/myapp -> 10.244.0.3:80" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-ADORYXOIBTVDKDBG
@@ -157,6 +158,16 @@ def test_iptables_hops_from_a_client():
     assert not any("KUBE-SEP-" in r.split()[1] for r in cluster)
     assert pp.endpoints[0].rules[-1].endswith("-j DNAT --to-destination 10.244.0.3:80")
     assert all("myapp-svc-other" not in r for e in pp.endpoints for r in e.rules)
+
+
+def test_iptables_loadbalancer_hop():
+    pp = myapp_port()
+    pp.hops.insert(0, Hop("LoadBalancer", "192.168.1.100:80"))
+    iptables_hops(pp, R.IptablesRules.parse(IPTABLES_SAVE), "default", "myapp", "10.99.99.99", "client",
+                  portal=False)
+    lb = pp.hops[0].rules
+    assert "-d 192.168.1.100/32" in lb[1] and "-j KUBE-EXT-XJWXQFJLXSXKRMSG" in lb[1]
+    assert lb[-1] == "-A KUBE-EXT-XJWXQFJLXSXKRMSG -j KUBE-SVC-XJWXQFJLXSXKRMSG"
 
 
 def test_iptables_entry_from_the_node_is_output():
