@@ -280,3 +280,23 @@ def test_a_failed_partial_sync_is_repaired_by_a_full_one(tmp_path):
         lines = r.stdout.splitlines()
         assert lines[:4] == ["first True", "partial False", "failed True", "repair True"], r.stdout
         assert "dnat to 10.244.1.12:8080" in r.stdout
+
+
+def test_load_balancer_source_ranges(env):
+    lab, feed, _ = env
+    p0, p1, _ = lab.pods
+    fw = service("fw", "10.96.10.17", type="LoadBalancer", node_port=30087, lb_ip="198.51.100.9")
+    fw["spec"]["loadBalancerSourceRanges"] = ["192.168.50.0/24"]  # the client's network
+    try:
+        feed.apply(fw, endpoint_slice("fw", [p0, p1]))
+        assert set(lab.names(lab.client, "http://198.51.100.9/", 20)) == {"pod0", "pod1"}
+        assert re.search(r"198\.51\.100\.9 \. tcp \. 80 comment \"default/fw:http\" : goto firewall-\w{8}-default/fw/",
+                         nft(lab, "list map ip kube-proxy firewall-ips"))
+        fw["spec"]["loadBalancerSourceRanges"] = ["10.1.0.0/16"]
+        feed.apply(fw)
+        # dropped before DNAT by the service's firewall chain (filter-prerouting → firewall-check)
+        assert lab.curl(lab.client, "http://198.51.100.9/", timeout=1).returncode == 28
+        assert lab.curl(lab.client, f"http://{NODE_IP}:30087/").stdout.strip() in ("pod0", "pod1")  # NodePorts are not subject to it
+    finally:
+        feed.delete("Service", "fw")
+        feed.delete("EndpointSlice", "fw-abc")
