@@ -75,6 +75,8 @@ class _Side(asyncio.Protocol):
         self.paused_peer = False   # we paused the peer's reading because our buffer is full
         self.eof_pending = False   # an EOF to pass to this side once its buffer drains
         self.early: list[bytes] = []
+        self.early_size = 0
+        self.early_paused = False
         self.eof_retries = 0
 
     # data from this side goes to the peer
@@ -83,8 +85,13 @@ class _Side(asyncio.Protocol):
         if peer is not None and peer.transport is not None and not peer.closed:
             peer.transport.write(data)
         elif peer is None:
-            # bytes that arrived before the upstream connection was up
+            # bytes that arrived before the upstream connection was up; reading is not
+            # paused up front (two epoll_ctl calls per connection) unless they pile up
             self.early.append(data)
+            self.early_size += len(data)
+            if self.early_size > 262144 and self.transport is not None:
+                self.transport.pause_reading()
+                self.early_paused = True
 
     def eof_received(self) -> bool:
         self.eof_in = True
@@ -180,7 +187,6 @@ class TcpRelay(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.pause_reading()  # type: ignore[attr-defined]
         client_ip = ""
         if self.balancer.affinity_timeout:  # the peer address costs a syscall: only when needed
             peername = transport.get_extra_info("peername")
@@ -212,7 +218,9 @@ class TcpRelay(_Side):
             self.early.clear()
             if self.eof_in:
                 up.pass_eof()
-            self.transport.resume_reading()
+            if self.early_paused:
+                self.early_paused = False
+                self.transport.resume_reading()
             return
         # no endpoint answered: reset the client, as a refused connection would
         if self.transport is not None and not self.closed:
