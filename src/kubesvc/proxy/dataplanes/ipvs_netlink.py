@@ -33,6 +33,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 RTM_NEWADDR, RTM_DELADDR = 20, 21
+NETLINK_GENERIC = 16  # not in the socket module
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 # IPVS generic netlink (include/uapi/linux/ip_vs.h)
 IPVS_CMD_NEW_SERVICE, IPVS_CMD_SET_SERVICE, IPVS_CMD_DEL_SERVICE = 1, 2, 3
@@ -235,7 +236,7 @@ class IPVSClient:
 
     def __init__(self) -> None:
         self.family = ipvs_family_id()
-        self.nl = NetlinkBatcher(socket.NETLINK_GENERIC)
+        self.nl = NetlinkBatcher(NETLINK_GENERIC)
 
     def close(self) -> None:
         self.nl.close()
