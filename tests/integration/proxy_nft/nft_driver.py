@@ -7,13 +7,17 @@ conntrack cleanup), exactly as driver.py; only the data plane it constructs diff
 
 from __future__ import annotations
 
+import os
 import sys
 
 import tests.integration.proxy.driver as driver
+from kubesvc.proxy.dataplanes import nft_rules
 from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
 
 if __name__ == "__main__":
     import uvloop
     # driver.main builds "IptablesDataPlane(backend)" for mode iptables: hand it ours instead.
     driver.IptablesDataPlane = lambda backend: NftablesDataPlane()
+    # tests of the many-endpoints path (one anonymous numgen map) lower its threshold
+    nft_rules.VMAP_MIN_ENDPOINTS = int(os.environ.get("KUBESVC_TEST_VMAP_MIN", nft_rules.VMAP_MIN_ENDPOINTS))
     uvloop.run(driver.main("iptables", sys.argv[1], "auto"))

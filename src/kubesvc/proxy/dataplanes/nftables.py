@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kubesvc.proxy.dataplanes.base import SyncResult
 from kubesvc.proxy.dataplanes.nft_rules import (BASE_CHAINS, BASE_RULES, FAMILY, MAPS, SETS, STATIC_CHAINS,
-                                                STATIC_COMMENTS, TABLE, Element, ServiceNft,
+                                                STATIC_COMMENTS, TABLE, ServiceNft,
                                                 is_service_chain, service_nft)
 from kubesvc.proxy.model import DesiredState, ServiceEntry, ServicePortName
 
