@@ -383,7 +383,7 @@ class Handlers:
     async def delete_collection(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
         opts = await self._delete_options(request)
         ls, fs, matches = self.selectors(request, rt)
-        dry = dry_run(request)
+        dry = dry_run(request) or "All" in (opts.get("dryRun") or [])
         items = []
         for o in self.filtered(rt, ns, fs, matches):
             try:
