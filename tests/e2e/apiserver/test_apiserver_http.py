@@ -268,3 +268,25 @@ def test_kubectl_logs_proxied_to_the_node_agent(apiserver):
         srv.shutdown()
         call(apiserver, "DELETE", PODS + "/logged", {"gracePeriodSeconds": 0})
         call(apiserver, "DELETE", "/api/v1/nodes/log-node")
+
+
+def test_terminating_namespace_refuses_new_content(apiserver):
+    ns = "/api/v1/namespaces"
+    assert call(apiserver, "POST", ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "term"}})[0] == 201
+    held = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/x"]}}
+    assert call(apiserver, "POST", ns + "/term/configmaps", held)[0] == 201
+    status, obj, _ = call(apiserver, "DELETE", ns + "/term")
+    assert status == 200 and obj["status"]["phase"] == "Terminating"
+    status, err, _ = call(apiserver, "POST", ns + "/term/configmaps", cm("late"))
+    assert status == 403 and err["reason"] == "Forbidden"
+    assert err["message"] == "unable to create new content in namespace term because it is being terminated"
+    # the held object blocks the namespace until its finalizer goes
+    import time as _time
+    _time.sleep(1.5)
+    assert call(apiserver, "GET", ns + "/term")[0] == 200
+    call(apiserver, "PATCH", ns + "/term/configmaps/held", {"metadata": {"finalizers": None}},
+         {"Content-Type": "application/merge-patch+json"})
+    deadline = _time.monotonic() + 10
+    while call(apiserver, "GET", ns + "/term")[0] != 404:
+        assert _time.monotonic() < deadline, "namespace was not removed"
+        _time.sleep(0.3)
