@@ -305,5 +305,7 @@ def run(cfg: Config) -> None:
     # dicts that reference counting frees anyway.
     gc.set_threshold(50_000, 20, 100)
     server = APIServer(cfg)
-    web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, access_log=None,
+    access = logging.getLogger("aiohttp.access")
+    web.run_app(server.app, host=cfg.host, port=cfg.port, print=None,
+                access_log=access if access.isEnabledFor(logging.DEBUG) else None,
                 handle_signals=True, shutdown_timeout=2)
