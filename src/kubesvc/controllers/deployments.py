@@ -204,7 +204,7 @@ class DeploymentController(Controller):
         # ... and old ones down while keeping replicas - maxUnavailable available.
         min_available = replicas - unav
         all_pods = sum(replicas_of(rs) for rs in all_rs)
-        new_unavailable = replicas_of(new) - rs_status(new, "availableReplicas")
+        new_unavailable = max(replicas_of(new) - rs_status(new, "availableReplicas"), 0)
         max_scale_down = all_pods - min_available - new_unavailable
         if max_scale_down > 0:
             olds_sorted = sorted(olds, key=lambda rs: (rs.metadata.creationTimestamp is None,
@@ -223,7 +223,10 @@ class DeploymentController(Controller):
             olds_sorted = [self.replicasets.get(rs.metadata.name, rs.metadata.namespace) or rs
                            for rs in olds_sorted]
             # scaleDownOldReplicaSetsForRollingUpdate
-            available = sum(rs_status(rs, "availableReplicas") for rs in [new, *olds_sorted])
+            # A ReplicaSet's status may lag a scale-down we just made: count no more
+            # available pods than it is asked to keep, or we would scale down twice.
+            available = sum(min(rs_status(rs, "availableReplicas"), replicas_of(rs))
+                            for rs in [new, *olds_sorted])
             total = min(available - min_available, max_scale_down - cleaned)
             done = 0
             for rs in olds_sorted:
