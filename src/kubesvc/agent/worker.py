@@ -372,6 +372,8 @@ class PodWorker:
             while c.handle is h and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if c.handle is h:
+                log.info("pod %s/%s: container %s outlived its grace period: SIGKILL", self.rec.namespace,
+                         self.rec.name, c.spec.name)
                 self.agent.runtime.kill(h)
                 for _ in range(100):
                     if c.handle is not h:
@@ -425,6 +427,9 @@ class PodWorker:
         if self.gone:  # deleted outright: nobody waits for us, but be fair to the processes
             grace = min(grace, 2)
         running = [c for c in self.containers.values() if c.handle is not None]
+        log.info("pod %s/%s: %s; stopping %s (grace %ss)", self.rec.namespace, self.rec.name,
+                 "deleted" if self.gone else "deletion requested",
+                 ", ".join(c.spec.name for c in running) or "nothing", grace)
         for c in running:
             a.events.pod(self.pod, "Killing", f"Stopping container {c.spec.name}", container=c.spec.name)
         await asyncio.gather(*(self._stop_container(c, grace) for c in running))
@@ -434,6 +439,7 @@ class PodWorker:
                 a.runtime.unwatch(c.handle)
                 c.handle = None
         await self.teardown()
+        log.info("pod %s/%s: stopped, network and state released", self.rec.namespace, self.rec.name)
         if not self.gone:
             try:
                 await a.client.delete(Pod, md.name, namespace=md.namespace, grace_period=0)

@@ -262,8 +262,11 @@ spec:
     # kills what is left at once.)
     assert took < 10, took
     assert cluster.get("pod", "goner") is None
+    # The agent's SIGKILL comes when the grace period ends; the object may be gone just before.
+    cluster.wait(lambda: not pids(marker), 5, "the pod's processes to end")
     assert not pids(marker), subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-p", ",".join(pids(marker))],
-                                            capture_output=True, text=True).stdout
+                                            capture_output=True, text=True).stdout + cluster.agent_logs()
+    cluster.wait(lambda: not (n1.state_dir / "pods" / uid).exists(), 5, "the pod's state removed (the last step)")
     assert not [ns for ns in cluster.pod_netns("node01") if "-goner-" in ns]
     links = cluster.topo.run(n1.netns, "ip -br link").stdout
     from kubesvc.agent.network import veth_name
