@@ -10,7 +10,8 @@ a node is not Ready (False or Unknown) it carries the node.kubernetes.io/not-rea
 they leave Endpoints and EndpointSlices at once), and once a pod's NoExecute
 toleration for the taint runs out (tolerationSeconds; the API server gives every pod
 300 s; --pod-eviction-timeout for pods with none) it is deleted so its ReplicaSet
-replaces it elsewhere. Timers come from the
+replaces it elsewhere. Pods of a node that is deleted are deleted at once (grace
+period 0), as kube's pod garbage collector does. Timers come from the
 work queue (add_after at the moment a heartbeat would expire), not from polling.
 """
 
@@ -91,7 +92,7 @@ class NodeLifecycleController(Controller):
         self.leases = self.informers.view(Lease)
         self.pods = self.informers.view(Pod)
         self.informers.informer(Node).add_handler(
-            on_add=self._node_event, on_update=lambda _o, n: self._node_event(n))
+            on_add=self._node_event, on_update=lambda _o, n: self._node_event(n), on_delete=self._node_event)
         self.informers.informer(Lease).add_handler(
             on_add=self._lease_event, on_update=lambda _o, n: self._lease_event(n))
         self.informers.informer(Pod).add_handler(
@@ -143,6 +144,7 @@ class NodeLifecycleController(Controller):
     async def sync(self, key: tuple[str, str]) -> None:
         node = self.nodes.get(key[1])
         if node is None:
+            await self._collect_orphans(key[1])
             return
         now = utcnow()
         hb = self.heartbeat(node)
@@ -162,6 +164,23 @@ class NodeLifecycleController(Controller):
         since = _ts(ready.lastTransitionTime) if ready is not None else None
         down_for = (now - since).total_seconds() if since else 0.0
         await self._evict(node, down_for)
+
+    async def _collect_orphans(self, node_name: str) -> None:
+        """The node object is gone: its pods can never finish on it. Delete them at once
+        (grace period 0), as kube's pod garbage collector does for orphaned pods."""
+        for key in list(self._pods_on.get(node_name, ())):
+            try:
+                await self.client.delete(Pod, key[1], namespace=key[0], grace_period=0)
+            except Exception as err:
+                if not is_not_found(err):
+                    raise
+                continue
+            self.writes += 1
+            pod = self.pods.get(key[1], key[0])
+            if pod is not None:
+                self.pods.record_delete(pod)
+                self.recorder.normal(pod, "PodGC", f"Deleted pod {key[0]}/{key[1]} of deleted node {node_name}",
+                                     api_version="v1", kind="Pod")
 
     async def _mark_unknown(self, node: Any, never: bool) -> Any:
         now = rfc3339()

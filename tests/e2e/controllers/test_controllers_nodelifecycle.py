@@ -106,3 +106,6 @@ spec:
                         and p["spec"].get("nodeName") == "alive" and p.get("status", {}).get("podIP")]
             wait_for(replaced, 10, "replacement on the healthy node")
             assert "TaintManagerEviction" in kube.kubectl("get", "events", "-n", NS).stdout
+            # the evicted pod stays Terminating (its kubelet is gone) until the node is deleted
+            kube.kubectl("delete", "node", "doomed")
+            wait_for(lambda: kube.get(f"/api/v1/namespaces/{NS}/pods/{first}") is None, 10, "orphan collected")
