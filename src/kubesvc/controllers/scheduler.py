@@ -91,6 +91,8 @@ class Scheduler(Controller):
         self._unschedulable: set[tuple[str, str]] = set()
         self._binding_served = True
         self._assumed: dict[tuple[str, str], str] = {}  # pod -> node, until the watch shows it
+        self._counts: Counter = Counter()  # node -> pods bound to it (not finished)
+        self._node_of: dict[tuple[str, str], str] = {}
 
     def setup(self) -> None:
         self.pods = self.informers.view(Pod)
@@ -100,8 +102,26 @@ class Scheduler(Controller):
         self.informers.informer(Node).add_handler(
             on_add=self._nodes_changed, on_update=self._node_updated, on_delete=self._nodes_changed)
 
+    def _count(self, key: tuple[str, str], pod: Any | None) -> None:
+        """Keep pods-per-node counts current from events (no walk over all pods per bind)."""
+        node = pod.spec.nodeName if pod is not None and pod.spec else None
+        if pod is not None and pod_phase(pod) in ("Succeeded", "Failed"):
+            node = None
+        prev = self._node_of.get(key)
+        if prev == node:
+            return
+        if prev:
+            self._counts[prev] -= 1
+            if self._counts[prev] <= 0:
+                del self._counts[prev]
+            del self._node_of[key]
+        if node:
+            self._counts[node] += 1
+            self._node_of[key] = node
+
     def _pod_event(self, pod: Any) -> None:
         key = ns_name(pod)
+        self._count(key, pod)
         if pod.spec and pod.spec.nodeName:
             self._assumed.pop(key, None)
         if needs_scheduling(pod):
@@ -109,6 +129,7 @@ class Scheduler(Controller):
 
     def _pod_deleted(self, pod: Any) -> None:
         key = ns_name(pod)
+        self._count(key, None)
         self._assumed.pop(key, None)
         self._unschedulable.discard(key)
         if self._unschedulable and pod.spec and pod.spec.nodeName:
@@ -123,12 +144,8 @@ class Scheduler(Controller):
             self.queue.add(key)
 
     def pods_per_node(self) -> Counter:
-        counts: Counter = Counter()
-        for p in self.pods.list():
-            node = p.spec.nodeName if p.spec else None
-            if node and pod_phase(p) not in ("Succeeded", "Failed"):
-                counts[node] += 1
-        for key, node in self._assumed.items():
+        counts = Counter(self._counts)
+        for node in self._assumed.values():
             counts[node] += 1
         return counts
 
