@@ -300,3 +300,46 @@ def test_load_balancer_source_ranges(env):
     finally:
         feed.delete("Service", "fw")
         feed.delete("EndpointSlice", "fw-abc")
+
+
+LEFTOVERS = """
+add table ip kube-proxy { comment "rules for kube-proxy" ; }
+add chain ip kube-proxy filter-output-post-dnat { type filter hook output priority -90 ; }
+add set ip kube-proxy cluster-ips { type ipv4_addr ; comment "Active ClusterIPs" ; }
+add chain ip kube-proxy cluster-ips-check
+add rule ip kube-proxy cluster-ips-check ip daddr @cluster-ips reject comment "Reject traffic to invalid ports"
+add rule ip kube-proxy filter-output-post-dnat ct state new jump cluster-ips-check
+add map ip kube-proxy old-map { type ipv4_addr : verdict ; }
+add chain ip kube-proxy endpoint-AAAAAAAA-default/web/tcp/http__10.244.1.10/8080
+add rule ip kube-proxy endpoint-AAAAAAAA-default/web/tcp/http__10.244.1.10/8080 meta l4proto tcp dnat to 10.244.1.10:8080
+add chain ip kube-proxy service-BBBBBBBB-default/web/tcp/http
+add rule ip kube-proxy service-BBBBBBBB-default/web/tcp/http numgen random mod 1 vmap { 0 : goto endpoint-AAAAAAAA-default/web/tcp/http__10.244.1.10/8080 }
+add element ip kube-proxy old-map { 10.96.0.99 : goto service-BBBBBBBB-default/web/tcp/http }
+"""
+
+CONVERGE = r'''
+import asyncio, sys
+from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
+from kubesvc.proxy.model import *
+spn = ServicePortName("default", "web", "http")
+eps = EndpointSet.categorize([Endpoint("10.244.1.11", 8080, "node1", True)])
+asyncio.run(NftablesDataPlane().sync(DesiredState({spn: ServiceEntry(ServicePort(spn, "10.96.0.10", 80), eps)})))
+'''
+
+
+def test_first_sync_removes_what_an_older_layout_or_kube_proxy_left(tmp_path):
+    """Converging means the same table whatever was there: kube-proxy's own leftovers go."""
+    from tests.lib.netns import Topology
+    script = tmp_path / "converge.py"
+    script.write_text(CONVERGE)
+    tables = []
+    with Topology() as topo:
+        for leftovers in (LEFTOVERS, ""):
+            ns = topo.ns(f"conv{len(tables)}")
+            if leftovers:
+                topo.run(ns, "nft -f -", input=leftovers)
+            r = topo.run(ns, f"{sys.executable} {script}", check=False, cwd=ROOT)
+            assert r.returncode == 0, r.stderr
+            tables.append(topo.run(ns, "nft list table ip kube-proxy").stdout)
+    assert "cluster-ips" not in tables[0] and "AAAAAAAA" not in tables[0] and "old-map" not in tables[0]
+    assert canonical_table(tables[0]) == canonical_table(tables[1])

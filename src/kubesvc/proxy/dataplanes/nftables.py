@@ -128,6 +128,9 @@ class NftablesDataPlane:
         self._kernel_elements: dict[MapKey, Verdict] = {}
         self._known_chains: set[str] = set()   # per-service chains in the kernel
         self._known_sets: dict[str, int] = {}  # affinity sets in the kernel -> timeout (0 = unknown)
+        # chains/sets/maps in our table that this layout never writes (an older layout, or
+        # kube-proxy's own, e.g. its cluster-ips-check): removed by the next full sync
+        self._foreign: dict[str, list[str]] = {}
         self._need_full = True
         self._rules = 0
         self.last_transaction = ""
@@ -171,6 +174,10 @@ class NftablesDataPlane:
     def render_full(self) -> str:
         """Everything, without deleting the table: chains flushed and refilled, maps refilled."""
         out = [f'add table {T} {{ comment "rules for kube-proxy" ; }}']
+        foreign, self._foreign = self._foreign, {}
+        stale = sorted(self._known_chains - {c for s in self._nft.values() for c in s.chains})
+        # empty what goes first: nothing may point at a map, set or chain when it is deleted
+        out += [f"flush chain {T} {c}" for c in (*foreign.get("chain", []), *stale)]
         for name, ctype, hook, prio in BASE_CHAINS:
             out.append(f"add chain {T} {name} {{ type {ctype} hook {hook} priority {prio} ; }}")
             out.append(f"flush chain {T} {name}")
@@ -211,9 +218,8 @@ class NftablesDataPlane:
                 by_map.setdefault(mk[0], []).append(_element(mk[1], verdict))
                 self._kernel_elements[mk] = verdict
         out += _elements_cmd("add", by_map)
-        stale = sorted(self._known_chains - wanted_chains)
-        out += [f"flush chain {T} {c}" for c in stale]
-        out += [f"delete chain {T} {c}" for c in stale]
+        out += [f"delete {kind} {T} {name}" for kind in ("map", "set") for name in foreign.get(kind, [])]
+        out += [f"delete chain {T} {c}" for c in (*stale, *foreign.get("chain", []))]
         out += [f"delete set {T} {s}" for s in sorted(self._known_sets.keys() - wanted_sets.keys())]
         self._known_chains, self._known_sets = wanted_chains, wanted_sets
         return "\n".join(out) + "\n"
@@ -317,16 +323,31 @@ class NftablesDataPlane:
             return
         if not any(o.get("table", {}).get("name") == TABLE for o in tables.get("nftables", [])):
             return
+        ours = {"chain": {c[0] for c in BASE_CHAINS} | set(STATIC_CHAINS),
+                "set": {name for name, _, _ in SETS}, "map": {name for name, _, _ in MAPS}}
+        foreign: dict[str, list[str]] = {"chain": [], "set": [], "map": []}
         chains = json.loads(await self._nft_run("-j", "list", "chains", FAMILY))
         for o in chains.get("nftables", []):
             c = o.get("chain")
-            if c and c.get("table") == TABLE and is_service_chain(c["name"]):
+            if not c or c.get("table") != TABLE:
+                continue
+            if is_service_chain(c["name"]):
                 self._known_chains.add(c["name"])
-        sets = json.loads(await self._nft_run("-j", "-t", "list", "sets", FAMILY))
-        for o in sets.get("nftables", []):
-            s = o.get("set")
-            if s and s.get("table") == TABLE and s["name"].startswith("affinity-"):
-                self._known_sets[s["name"]] = int(s.get("timeout", 0) or 0)
+            elif c["name"] not in ours["chain"]:
+                foreign["chain"].append(c["name"])
+        for kind in ("set", "map"):
+            listing = json.loads(await self._nft_run("-j", "-t", "list", f"{kind}s", FAMILY))
+            for o in listing.get("nftables", []):
+                s = o.get(kind)
+                if not s or s.get("table") != TABLE:
+                    continue
+                if kind == "set" and s["name"].startswith("affinity-"):
+                    self._known_sets[s["name"]] = int(s.get("timeout", 0) or 0)
+                elif s["name"] not in ours[kind]:
+                    foreign[kind].append(s["name"])
+        self._foreign = {k: sorted(v) for k, v in foreign.items() if v}
+        if self._foreign:
+            log.info("removing what this layout does not write from table %s: %s", T, self._foreign)
 
     async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
         t0 = time.perf_counter()
