@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -50,6 +51,14 @@ def wrk(lab: ProxyLab, url: str, duration: int, conns: int, close: bool) -> floa
     return float(m.group(1)) if m else 0.0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """utime+stime of a process (its threads included), in seconds."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bulk(lab: ProxyLab, url: str, mb: int) -> float:
     p = subprocess.run(["ip", "netns", "exec", lab.client, "curl", "-s", "-o", "/dev/null", "-w",
                         "%{speed_download}", "--max-time", "120", f"{url}/bytes/{mb * 1024 * 1024}"],
@@ -70,7 +79,9 @@ def main() -> None:
     args = ap.parse_args()
     lab = ProxyLab(extra_routes=("10.96.0.0/12", "10.96.0.0/12")).start()
     cases = args.cases.split(",")
-    samples: dict[str, dict[str, list[float]]] = {c: {"keepalive": [], "close": [], "bulk": []} for c in cases}
+    samples: dict[str, dict[str, list[float]]] = {
+        c: {"keepalive": [], "close": [], "bulk": [], "ka_cpu_us": [], "close_cpu_us": []} for c in cases}
+    pids: dict[str, int | None] = {}
     try:
         pods = lab.pods
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,8 +101,9 @@ def main() -> None:
                         "frontend f", f"  bind 0.0.0.0:{HAPROXY_PORT}", "  default_backend b",
                         "backend b", "  balance roundrobin",
                         *(f"  server {p.name} {p.ip}:8080" for p in pods), ""]))
-                    lab.topo.popen(lab.node, ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                   stderr=open(Path(tmp) / "haproxy.log", "w"))
+                    pids[case] = lab.topo.popen(lab.node, ["haproxy", "-db", "-f", str(cfg)],
+                                                stdout=subprocess.DEVNULL,
+                                                stderr=open(Path(tmp) / "haproxy.log", "w")).pid
                     bases[case] = f"http://{NODE_IP}:{HAPROXY_PORT}"
                 else:
                     # each data plane gets its own ClusterIP; their chains do not overlap
@@ -99,8 +111,9 @@ def main() -> None:
                     state = Path(tmp) / f"{case}.json"
                     state.write_text('{"generation": 0, "services": [], "slices": []}')
                     feed = FileFeed(state)
-                    lab.topo.popen(lab.node, [sys.executable, "-m", "tests.integration.proxy.driver", case,
-                                              str(state)], cwd=ROOT, stderr=subprocess.DEVNULL)
+                    pids[case] = lab.topo.popen(lab.node, [sys.executable, "-m", "tests.integration.proxy.driver",
+                                                           case, str(state), "--side-by-side"], cwd=ROOT,
+                                                stderr=subprocess.DEVNULL).pid
                     feed.apply(service(f"bench-{case}", ip), endpoint_slice(f"bench-{case}", pods))
                     bases[case] = f"http://{ip}"
                 deadline = time.monotonic() + 10
@@ -112,24 +125,34 @@ def main() -> None:
             for _ in range(args.repeat):
                 for case in cases:
                     base = bases[case]
-                    samples[case]["keepalive"].append(wrk(lab, base + "/", args.duration, args.connections, False))
-                    samples[case]["close"].append(wrk(lab, base + "/", args.duration, args.connections, True))
+                    pid = pids.get(case) if case != "iptables" else None  # iptables: the kernel does the work
+                    for kind, close in (("keepalive", False), ("close", True)):
+                        c0 = cpu_seconds(pid)
+                        rate = wrk(lab, base + "/", args.duration, args.connections, close)
+                        samples[case][kind].append(rate)
+                        # CPU the proxy process spent per request: comparable however loaded the machine is
+                        cpu_key = "ka_cpu_us" if kind == "keepalive" else "close_cpu_us"
+                        samples[case][cpu_key].append(
+                            1e6 * (cpu_seconds(pid) - c0) / max(1.0, rate * args.duration) if pid else 0.0)
                     samples[case]["bulk"].append(bulk(lab, base, args.bulk_mb))
                     print(case, {k: v[-1] for k, v in samples[case].items()}, file=sys.stderr, flush=True)
     finally:
         lab.close()
     results = {c: {k: statistics.median(v) for k, v in samples[c].items()} for c in cases}
-    print(f"\n{'case':10} {'keep-alive req/s':>17} {'close req/s':>12} {'bulk MB/s':>10} | "
-          f"{'vs direct (ka, close, bulk)':>28} | vs haproxy (ka, close, bulk)")
+    print(f"\n{'case':10} {'keep-alive req/s':>17} {'close req/s':>12} {'bulk MB/s':>10} "
+          f"{'cpu us/req (ka, close)':>23} | {'vs direct (ka, close, bulk)':>28} | vs haproxy (ka, close, bulk)")
     d, h = results.get("direct"), results.get("haproxy")
     for case, r in results.items():
         def ratio(ref):
             if not ref:
                 return "-"
             return ", ".join(f"{r[k] / ref[k]:.2f}x" if ref[k] else "-" for k in ("keepalive", "close", "bulk"))
-        print(f"{case:10} {r['keepalive']:>17.0f} {r['close']:>12.0f} {r['bulk']:>10.0f} | {ratio(d):>28} | {ratio(h)}")
-    print(f"(wrk -t1 -c{args.connections} -d{args.duration}s, medians of {args.repeat}; bulk = one "
-          f"{args.bulk_mb} MiB response; targets: userspace >= 0.8x HAProxy req/s, >= 1.0x its bulk MB/s)")
+        cpu = f"{r['ka_cpu_us']:.1f}, {r['close_cpu_us']:.1f}" if r["ka_cpu_us"] else "-"
+        print(f"{case:10} {r['keepalive']:>17.0f} {r['close']:>12.0f} {r['bulk']:>10.0f} {cpu:>23} | "
+              f"{ratio(d):>28} | {ratio(h)}")
+    print(f"(wrk -t1 -c{args.connections} -d{args.duration}s, medians of {args.repeat}, cases interleaved; bulk = one "
+          f"{args.bulk_mb} MiB response; cpu = CPU of the proxy process per request; targets: userspace >= 0.8x "
+          f"HAProxy req/s, >= 1.0x its bulk MB/s)")
 
 
 if __name__ == "__main__":

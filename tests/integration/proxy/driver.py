@@ -23,9 +23,10 @@ from kubesvc.proxy.dataplanes.userspace import UserspaceDataPlane
 from kubesvc.proxy.server import ProxyServer
 
 
-async def main(mode: str, path: str, backend_choice: str) -> None:
+async def main(mode: str, path: str, backend_choice: str, cleanup: bool) -> None:
     backend, _ = detect_backend(backend_choice)
-    dp = IptablesDataPlane(backend) if mode == "iptables" else UserspaceDataPlane(backend)
+    dp = (IptablesDataPlane(backend, cleanup_leftovers=cleanup) if mode == "iptables"
+          else UserspaceDataPlane(backend, cleanup_leftovers=cleanup))
     proxy = ProxyServer(None, dp, node_name="node1", node_ips=("192.168.50.1",), conntrack=True)
     seen: dict[str, dict] = {}
     mtime = None
@@ -59,4 +60,7 @@ async def main(mode: str, path: str, backend_choice: str) -> None:
 if __name__ == "__main__":
     import uvloop
     args = sys.argv[1:]
-    uvloop.run(main(args[0], args[1], args[2] if len(args) > 2 else "auto"))
+    # --side-by-side: several data planes share the namespace (benchmarks): leave the others' rules
+    cleanup = "--side-by-side" not in args
+    args = [a for a in args if a != "--side-by-side"]
+    uvloop.run(main(args[0], args[1], args[2] if len(args) > 2 else "auto", cleanup))

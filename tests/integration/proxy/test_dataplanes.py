@@ -256,3 +256,23 @@ def test_health_check_node_port_and_source_ranges(env):
         # route for the LB address itself) unreachable once it is not DNATed
         assert lab.curl(lab.client, "http://198.51.100.9/", timeout=1).returncode in (7, 28)
     feed.delete("Service", "hc")
+
+
+def test_switching_mode_removes_the_other_modes_rules(env):
+    lab, feed, proxy = env
+    other = Proxy(lab, "userspace" if proxy.mode == "iptables" else "iptables", proxy.state)
+    proxy.kill9()
+    other.start()
+    try:
+        feed.flush()
+        rules = _kube_rules(lab)
+        if other.mode == "iptables":
+            assert "KUBE-PORTALS" not in rules
+        else:
+            assert "KUBE-SVC-" not in rules and "KUBE-SEP-" not in rules and "-j KUBE-POSTROUTING" not in rules
+        assert set(lab.names(lab.node, "http://10.96.10.10/", 30)) == ALL
+        assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == ALL
+    finally:
+        other.kill9()
+        proxy.start()
+        feed.flush()

@@ -47,3 +47,20 @@ def test_balancer_round_robin_and_affinity():
     b.update([e for e in b.endpoints if e != first], 60)
     assert b.pick("1.2.3.4") != first
     assert Balancer([]).pick("x") is None
+
+
+def test_leftovers_of_the_other_mode():
+    from kubesvc.proxy.dataplanes.cleanup import leftover_restore
+    nat = "\n".join([
+        "*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":KUBE-PORTALS-CONTAINER - [0:0]",
+        ":KUBE-PORTALS-HOST - [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-SVC-ABC - [0:0]",
+        '-A PREROUTING -m comment --comment "handle ClusterIPs" -j KUBE-PORTALS-CONTAINER',
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-A OUTPUT -j KUBE-PORTALS-HOST",
+        "-A KUBE-PORTALS-HOST -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j REDIRECT --to-ports 40000", "COMMIT"])
+    text = leftover_restore({"nat": nat}, "userspace")
+    assert '-D PREROUTING -m comment --comment "handle ClusterIPs" -j KUBE-PORTALS-CONTAINER' in text
+    assert "-D OUTPUT -j KUBE-PORTALS-HOST" in text and "-X KUBE-PORTALS-HOST" in text
+    assert "KUBE-SERVICES" not in text and "KUBE-SVC-ABC" not in text
+    text = leftover_restore({"nat": nat, "filter": ""}, "iptables")
+    assert "-X KUBE-SVC-ABC" in text and "-X KUBE-SERVICES" in text and "PORTALS" not in text

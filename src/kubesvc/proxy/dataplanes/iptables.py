@@ -298,8 +298,10 @@ class IptablesDataPlane:
 
     name = "iptables"
 
-    def __init__(self, backend: Backend, cluster_cidr: str | None = "10.244.0.0/16"):
+    def __init__(self, backend: Backend, cluster_cidr: str | None = "10.244.0.0/16",
+                 cleanup_leftovers: bool = True):
         self.backend = backend
+        self.cleanup_leftovers = cleanup_leftovers  # remove the userspace mode's rules on the first sync
         self.cluster_cidr = cluster_cidr
         self._applied: dict[ServicePortName, ServiceEntry] = {}
         self._rules: dict[ServicePortName, ServiceRules] = {}
@@ -506,6 +508,10 @@ class IptablesDataPlane:
         full, changed, old_rules = self.compute(desired, full)
         if full:
             if self._need_full:  # first sync (or after a failure): learn what a previous run left
+                if self.cleanup_leftovers:
+                    from kubesvc.proxy.dataplanes.cleanup import remove_leftovers
+                    await remove_leftovers(self.backend, "iptables")
+                    self.cleanup_leftovers = False
                 self._known_chains |= await self._existing_chains()
             wanted = {c for r in self._rules.values() for c in r.chains}
             stale = self._known_chains - wanted

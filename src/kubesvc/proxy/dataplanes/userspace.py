@@ -89,8 +89,9 @@ class UserspaceDataPlane:
 
     name = "userspace"
 
-    def __init__(self, backend: Backend | None, listen_host: str = "0.0.0.0"):
+    def __init__(self, backend: Backend | None, listen_host: str = "0.0.0.0", cleanup_leftovers: bool = True):
         self.backend = backend
+        self.cleanup_leftovers = cleanup_leftovers  # remove the iptables mode's rules before ours
         self.listen_host = listen_host
         self.ports: dict[ServicePortName, _PortState] = {}
         self._jumps_ok = False
@@ -173,6 +174,10 @@ class UserspaceDataPlane:
 
     async def _apply_rules(self) -> None:
         assert self.backend is not None
+        if self.cleanup_leftovers:
+            from kubesvc.proxy.dataplanes.cleanup import remove_leftovers
+            await remove_leftovers(self.backend, "userspace")
+            self.cleanup_leftovers = False
         text = self.render()
         if text != self.last_restore_input:
             proc = await asyncio.create_subprocess_exec(self.backend.restore, "-w", "5", "--noflush",
