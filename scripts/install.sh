@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 runtime_debs=(iptables nftables ipset ipvsadm conntrack iproute2 kmod procps)
 runtime_debs+=(dnsutils curl)  # the README tour: dig @10.96.0.10, curl NODE_IP:30080
 test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc busybox-static)  # busybox-static: initramfs of the ipvs VM (virtme-ng needs it static)
+test_debs+=(etcd-server)  # the apiserver's --store etcd tests (tests/e2e/apiserver/test_apiserver_etcd.py)
 
 want=("${runtime_debs[@]}")
 extra=""
-if [ "${1:-}" = "--test" ]; then want+=("${test_debs[@]}"); extra="[test]"; fi
+if [ "${1:-}" = "--test" ]; then want+=("${test_debs[@]}"); extra="[test,etcd]"; fi
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

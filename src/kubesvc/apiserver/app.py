@@ -51,11 +51,10 @@ def make_store(cfg: Config) -> Store:
         from kubesvc.store.sqlite import SQLiteStore
         return SQLiteStore(os.path.join(cfg.data_dir, "state.db"), history=cfg.watch_history)
     if cfg.store == "etcd":
-        try:
-            from kubesvc.store.etcd import EtcdStore  # type: ignore[import-not-found]
-        except ImportError:
-            raise SystemExit("the etcd store is not available in this build")
-        return EtcdStore(cfg.etcd_endpoints.split(","))
+        from kubesvc.store.etcd import EtcdStore
+        if not cfg.etcd_endpoints:
+            raise SystemExit("--store etcd needs --etcd-endpoints URL[,URL...]")
+        return EtcdStore(cfg.etcd_endpoints.split(","), history=cfg.watch_history)
     raise SystemExit(f"unknown store {cfg.store!r} (sqlite or etcd)")
 
 

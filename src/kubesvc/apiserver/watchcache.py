@@ -18,7 +18,7 @@ from typing import Callable
 import orjson
 
 from kubesvc.objects.registry import ResourceType, by_plural
-from kubesvc.store.base import Event, Store
+from kubesvc.store.base import CompactedError, Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,23 @@ class WatchCache:
 
     async def _run(self, stream, loaded_rev: int) -> None:
         try:
-            async for events in stream:
-                for e in events:
-                    self._apply(e, history=e.kv.mod_revision <= loaded_rev)
-                self._wake()
+            while True:
+                try:
+                    async for events in stream:
+                        for e in events:
+                            self._apply(e, history=e.kv.mod_revision <= loaded_rev)
+                        self._wake()
+                    return
+                except CompactedError as err:
+                    if self.rev > loaded_rev or err.compact_revision > loaded_rev:
+                        raise
+                    # Part of the history before the listed state is gone (etcd compacted
+                    # it): the window starts where the store's history does.
+                    start = err.compact_revision + 1
+                    log.info("store history compacted at %d; watch window starts at %d",
+                             err.compact_revision, start)
+                    self._oldest = start
+                    stream = self.store.watch(REGISTRY, start)
         except asyncio.CancelledError:
             raise
         except Exception:
