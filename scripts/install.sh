@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 runtime_debs=(iptables nftables ipset ipvsadm conntrack iproute2 kmod procps)
 runtime_debs+=(dnsutils curl)  # the README tour: dig @10.96.0.10, curl NODE_IP:30080
+python3 -m pip --version >/dev/null 2>&1 || runtime_debs+=(python3-pip)  # a fresh Debian has no pip
 test_debs=(dnsutils curl wrk dnsperf knot haproxy psmisc busybox-static)  # busybox-static: initramfs of the ipvs VM (virtme-ng needs it static)
 test_debs+=(etcd-server)  # the apiserver's --store etcd tests (tests/e2e/apiserver/test_apiserver_etcd.py)
 
@@ -27,5 +28,16 @@ else
   echo "install: not root; skipping Debian packages (${want[*]})" >&2
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".${extra}"
-command -v kubectl >/dev/null || echo "install: kubectl not found; the README tour needs it: https://kubernetes.io/docs/tasks/tools/ (Debian: the pkgs.k8s.io apt repository, package kubectl)" >&2
+pip_flags=(-q --disable-pip-version-check)
+# Debian's own python3 refuses pip installs (PEP 668) unless told: this machine is kubesvc's.
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' \
+  && pip_flags+=(--break-system-packages)
+python3 -m pip install "${pip_flags[@]}" -e ".${extra}"
+if ! command -v kubectl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v curl >/dev/null; then  # the upstream binary, as kubernetes.io/docs/tasks/tools says
+    v=$(curl -fsSL https://dl.k8s.io/release/stable.txt) && arch=$(dpkg --print-architecture 2>/dev/null || echo amd64) \
+      && curl -fsSLo /usr/local/bin/kubectl "https://dl.k8s.io/release/$v/bin/linux/$arch/kubectl" \
+      && chmod 755 /usr/local/bin/kubectl && echo "install: kubectl $v in /usr/local/bin"
+  fi
+  command -v kubectl >/dev/null || echo "install: kubectl not found; the README tour needs it: https://kubernetes.io/docs/tasks/tools/" >&2
+fi
