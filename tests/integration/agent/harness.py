@@ -60,12 +60,13 @@ class AgentCluster:
         host = "127.0.0.1" if node.netns == self.api.netns else self.nodes["node01"].ip
         return f"http://{host}:{self.api.port}"
 
-    def start_agent(self, short: str, *extra: str, wait: bool = True) -> Node:
+    def start_agent(self, short: str, *extra: str, wait: bool = True, pod_cidr: bool = True) -> Node:
         node = self.nodes[short]
         log = open(node.log_path, "ab")
+        cidr = ["--pod-cidr", node.pod_cidr] if pod_cidr else []
         node.proc = self.topo.popen(node.netns, [
             sys.executable, "-m", "kubesvc.cli", "agent", "--server", self.server_for(node),
-            "--node-name", node.name, "--node-ip", node.ip, "--pod-cidr", node.pod_cidr,
+            "--node-name", node.name, "--node-ip", node.ip, *cidr,
             "--state-dir", str(node.state_dir), "--lease-renew", "2", *extra],
             stdout=log, stderr=subprocess.STDOUT)
         if wait:

@@ -116,3 +116,28 @@ spec:
     cs = pod["status"]["containerStatuses"][0]
     assert cs["lastState"]["terminated"]["exitCode"] == 1
     assert pod["status"]["phase"] == "Running"  # OnFailure: restarting, not failed
+
+
+def test_pods_wait_for_the_node_ipam_pod_cidr(tmp_path):
+    """Without --pod-cidr the agent waits for spec.podCIDR (the node IPAM controller's job)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    c = AgentCluster(tmp_path)
+    try:
+        c.setup(1)
+        n1 = c.start_agent("node01", pod_cidr=False, wait=False)
+        node = c.wait(lambda: c.get("node", n1.name), 30, "node registered")
+        c.apply(web_pod("early", n1.name))
+        pod = c.wait_pod("early", lambda p: p["status"]["containerStatuses"][0]["state"]["waiting"]
+                         .get("message", "").startswith("network is not ready"), what="waiting for the network")
+        assert pod["status"]["phase"] == "Pending"
+        node = c.get("node", n1.name)
+        ready_cond = next(x for x in node["status"]["conditions"] if x["type"] == "Ready")
+        assert ready_cond["status"] == "False" and "NetworkPluginNotReady" in ready_cond["message"]
+        # What the node IPAM controller does:
+        c.kubectl("patch", "node", n1.name, "-p", '{"spec":{"podCIDR":"10.244.7.0/24","podCIDRs":["10.244.7.0/24"]}}')
+        pod = c.wait_pod("early", ready, what="Ready once the node has a pod CIDR")
+        assert pod["status"]["podIP"].startswith("10.244.7.")
+        c.wait(lambda: c.node_ready(n1.name), 10, "node Ready")
+    finally:
+        c.close()
