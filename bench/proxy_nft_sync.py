@@ -83,7 +83,7 @@ async def measure_nft(n: int, repeat: int, vmap: bool = False) -> dict:
         fulls, resyncs, changes, baseline, full_cpu, change_cpu, changes_sub = [], [], [], [], [], [], []
         for r in range(repeat):
             clean()
-            dp = NftablesDataPlane()
+            dp = NftablesDataPlane(cleanup_leftovers=False)  # the anchor's rules share the namespace
             c0 = child_cpu()
             res = await dp.sync(DesiredState(dict(base)))
             fulls.append((res.compute_seconds, res.apply_seconds))

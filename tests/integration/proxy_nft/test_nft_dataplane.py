@@ -343,3 +343,31 @@ def test_first_sync_removes_what_an_older_layout_or_kube_proxy_left(tmp_path):
             tables.append(topo.run(ns, "nft list table ip kube-proxy").stdout)
     assert "cluster-ips" not in tables[0] and "AAAAAAAA" not in tables[0] and "old-map" not in tables[0]
     assert canonical_table(tables[0]) == canonical_table(tables[1])
+
+
+SWITCH = r'''
+import asyncio
+from kubesvc.proxy.dataplanes.iptables import IptablesDataPlane, detect_backend
+from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
+from kubesvc.proxy.model import *
+spn = ServicePortName("default", "web", "http")
+state = lambda eps: DesiredState({spn: ServiceEntry(ServicePort(spn, "10.96.0.10", 80, node_port=30080),
+                                  EndpointSet.categorize(eps))})
+async def main():
+    await IptablesDataPlane(detect_backend("auto")[0]).sync(state([]))  # leaves REJECTs for it
+    await NftablesDataPlane().sync(state([Endpoint("10.244.1.11", 8080, "node1", True)]))
+asyncio.run(main())
+'''
+
+
+def test_switching_from_the_iptables_mode_removes_its_rules(tmp_path):
+    from tests.lib.netns import Topology
+    script = tmp_path / "switch.py"
+    script.write_text(SWITCH)
+    with Topology() as topo:
+        ns = topo.ns("switch")
+        r = topo.run(ns, f"{sys.executable} {script}", check=False, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        left = [line for line in topo.run(ns, "iptables-save").stdout.splitlines() if "KUBE-" in line]
+        assert left == [] or all("KUBE-IPTABLES-HINT" in line or "KUBE-KUBELET-CANARY" in line for line in left), left
+        assert "10.96.0.10 . tcp . 80 : goto service-" in topo.run(ns, "nft list table ip kube-proxy").stdout

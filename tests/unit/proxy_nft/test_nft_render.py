@@ -234,3 +234,21 @@ def test_one_service_change_touches_only_that_service():
     assert all("default/s7/" in line or "hairpin-endpoints" in line for line in text.splitlines()), text
     # the service's address still leads to the same chain: only the new pod's hairpin pair comes and goes
     assert "service-ips" not in text and "10.244.1.99 . 10.244.1.99" in text
+
+
+def test_other_modes_leftovers_are_deleted_with_the_jumps_into_them():
+    from kubesvc.proxy.dataplanes.nftables import other_modes_restore
+    nat = "\n".join(["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]",
+                     ":KUBE-SVC-ABC - [0:0]", ":KUBE-PORTALS-HOST - [0:0]", ":DOCKER - [0:0]",
+                     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+                     "-A OUTPUT -j KUBE-PORTALS-HOST", "-A OUTPUT -j DOCKER",
+                     "-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-ABC", "COMMIT"])
+    filt = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]",
+                      "-A INPUT -m conntrack --ctstate NEW -j KUBE-SERVICES",
+                      "-A KUBE-SERVICES -d 10.96.0.2/32 -j REJECT", "COMMIT"])
+    text = other_modes_restore({"nat": nat, "filter": filt})
+    assert "-X KUBE-SVC-ABC" in text and "-X KUBE-PORTALS-HOST" in text and "-D OUTPUT -j KUBE-PORTALS-HOST" in text
+    assert '-D PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in text
+    assert "-D INPUT -m conntrack --ctstate NEW -j KUBE-SERVICES" in text  # the REJECTs go too
+    assert "DOCKER" not in text
+    assert other_modes_restore({"nat": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT", "filter": ""}) == ""
