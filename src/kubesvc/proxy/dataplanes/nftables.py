@@ -432,6 +432,15 @@ async def remove_other_modes() -> None:
         log.info("removed the iptables/userspace modes' leftover rules (iptables-%s)", backend.name)
 
 
+async def remove_table(nft: str = "nft") -> bool:
+    """Delete this mode's table (for the other modes' CleanupLeftovers); True when there was one."""
+    if shutil.which(nft) is None:
+        return False
+    p = await asyncio.create_subprocess_exec(nft, "delete", "table", FAMILY, TABLE,
+                                             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await p.wait() == 0
+
+
 def available() -> bool:
     return os.geteuid() == 0 and shutil.which("nft") is not None
 
