@@ -192,7 +192,8 @@ class Runtime:
         else:
             on_exit(137, False)
 
-    def _init(self, h: Handle) -> int:
+    def init_pid(self, h: Handle) -> int:
+        """The host pid of the container's pid-namespace init (found when first needed)."""
         if not h.init_pid:
             kids = procs.children(h.pid)
             h.init_pid = kids[0] if kids else 0
@@ -200,12 +201,12 @@ class Runtime:
 
     def terminate(self, h: Handle) -> None:
         """SIGTERM to the command (through the shim, which forwards it)."""
-        procs.send(self._init(h) or h.pid, signal.SIGTERM)
+        procs.send(self.init_pid(h) or h.pid, signal.SIGTERM)
 
     def kill(self, h: Handle) -> None:
         """SIGKILL to everything in the container."""
         if self.isolated:
-            procs.send(self._init(h), signal.SIGKILL)  # pid-namespace init: the kernel kills the rest
+            procs.send(self.init_pid(h), signal.SIGKILL)  # pid-namespace init: the kernel kills the rest
             procs.send(h.pid, signal.SIGKILL)
         else:
             procs.kill_group(h.pid)

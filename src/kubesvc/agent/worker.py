@@ -329,7 +329,7 @@ class PodWorker:
         """How to run a command inside the container (None: not possible right now)."""
         if not self.agent.isolated:
             return []
-        init = self.agent.runtime._init(c.handle) if c.handle else 0
+        init = self.agent.runtime.init_pid(c.handle) if c.handle else 0
         if not init:
             return None
         return ["nsenter", "-t", str(init), "-m", "-p", "-u", "-n", "-w", "--"]

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from tests.integration.agent.harness import ready, web_pod
-from tests.lib.netns import sh
 
 pytestmark = pytest.mark.root
 
