@@ -6,7 +6,10 @@ lastTimestamp). Like client-go's EventCorrelator:
 - an identical event (same object, type, reason, message, source) seen again is not
   written anew: the existing Event's count and lastTimestamp are patched;
 - more than 10 distinct messages for the same object/type/reason within 10 minutes
-  collapse into one "(combined from similar events): ..." event.
+  collapse into one "(combined from similar events): ..." event;
+- a spam filter allows each source+object a burst of 25 events, then one per 5
+  minutes (EventSourceObjectSpamFilter): scaling a ReplicaSet to 500 pods writes 25
+  events about it, not 500.
 Writes happen on a background task so a controller's sync never waits on them.
 """
 
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 MAX_SIMILAR = 10
 SIMILAR_WINDOW = 600.0
 CACHE_SIZE = 4096
+SPAM_BURST = 25
+SPAM_REFILL = 1 / 300  # tokens a second
 
 
 def object_reference(obj: Any, api_version: str | None = None, kind: str | None = None) -> dict:
@@ -49,6 +54,8 @@ class EventRecorder:
         self._pending: asyncio.Queue = asyncio.Queue(maxsize=10000)
         self._seen: OrderedDict[tuple, dict] = OrderedDict()  # identical-event key -> state
         self._similar: dict[tuple, tuple[float, set[str]]] = {}
+        self._spam: OrderedDict[tuple, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self.dropped = 0
         self._task: asyncio.Task | None = None
         self.written = 0
 
@@ -70,9 +77,24 @@ class EventRecorder:
         while not self._pending.empty():
             await asyncio.sleep(0.01)
 
+    def _allow(self, component: str, ref: dict, now: float) -> bool:
+        key = (component, self.host, ref.get("kind"), ref.get("namespace"), ref.get("name"), ref.get("uid"),
+               ref.get("apiVersion"))
+        tokens, at = self._spam.get(key, (float(SPAM_BURST), now))
+        tokens = min(float(SPAM_BURST), tokens + (now - at) * SPAM_REFILL)
+        ok = tokens >= 1.0
+        self._spam[key] = (tokens - 1.0 if ok else tokens, now)
+        self._spam.move_to_end(key)
+        while len(self._spam) > CACHE_SIZE:
+            self._spam.popitem(last=False)
+        return ok
+
     def record(self, component: str, ref: dict, etype: str, reason: str, message: str) -> None:
         aggregate = (component, ref.get("uid") or ref["name"], ref["kind"], etype, reason)
         now = time.monotonic()
+        if not self._allow(component, ref, now):
+            self.dropped += 1
+            return
         start, messages = self._similar.get(aggregate, (now, set()))
         if now - start > SIMILAR_WINDOW:
             start, messages = now, set()

@@ -12,6 +12,7 @@ it is retried when nodes change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Any
@@ -92,6 +93,8 @@ class Scheduler(Controller):
         self._binding_served = True
         self._assumed: dict[tuple[str, str], str] = {}  # pod -> node, until the watch shows it
         self._counts: Counter = Counter()  # node -> pods bound to it (not finished)
+        self._binding: set[asyncio.Task] = set()
+        self._bind_slots = asyncio.Semaphore(16)
         self._node_of: dict[tuple[str, str], str] = {}
 
     def setup(self) -> None:
@@ -101,6 +104,12 @@ class Scheduler(Controller):
             on_add=self._pod_event, on_update=lambda _o, n: self._pod_event(n), on_delete=self._pod_deleted)
         self.informers.informer(Node).add_handler(
             on_add=self._nodes_changed, on_update=self._node_updated, on_delete=self._nodes_changed)
+
+    async def stop(self) -> None:
+        for t in list(self._binding):
+            t.cancel()
+        await asyncio.gather(*self._binding, return_exceptions=True)
+        await super().stop()
 
     def _count(self, key: tuple[str, str], pod: Any | None) -> None:
         """Keep pods-per-node counts current from events (no walk over all pods per bind)."""
@@ -169,11 +178,27 @@ class Scheduler(Controller):
             return
         counts = self.pods_per_node()
         node = min(fits, key=lambda n: (counts[n.metadata.name], n.metadata.name))
-        await self._bind(pod, node.metadata.name)
+        # As kube-scheduler: the scheduling cycle assumes the placement (so the next pod
+        # sees it) and the binding cycle runs on its own, many at once.
         self._unschedulable.discard(key)
         self._assumed[key] = node.metadata.name
-        self.recorder.normal(pod, "Scheduled",
-                             f"Successfully assigned {ns}/{name} to {node.metadata.name}",
+        task = asyncio.create_task(self._binding_cycle(pod, node.metadata.name))
+        self._binding.add(task)
+        task.add_done_callback(self._binding.discard)
+
+    async def _binding_cycle(self, pod: Any, node: str) -> None:
+        key = ns_name(pod)
+        async with self._bind_slots:
+            try:
+                await self._bind(pod, node)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - forget the assumption, try again later
+                log.warning("binding %s/%s to %s failed: %s", key[0], key[1], node, err)
+                self._assumed.pop(key, None)
+                self.queue.add_rate_limited(key)
+                return
+        self.recorder.normal(pod, "Scheduled", f"Successfully assigned {key[0]}/{key[1]} to {node}",
                              api_version="v1", kind="Pod")
 
     async def _bind(self, pod: Any, node: str) -> None:

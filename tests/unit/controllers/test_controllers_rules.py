@@ -248,3 +248,32 @@ async def test_event_recorder_aggregates_like_client_go():
     assert len(changed) == 11
     assert changed[-1]["message"] == "(combined from similar events): message 10"
     assert api.patched[-1][1]["message"] == "(combined from similar events): message 11"
+
+
+async def test_event_spam_filter_allows_a_burst_of_25_per_object():
+    from kubesvc.controllers.events import EventRecorder
+
+    class Recording:
+        def __init__(self):
+            self.created = []
+
+        async def create(self, obj, namespace=None):
+            self.created.append(obj.to_dict())
+            return obj
+
+        async def patch(self, *a, **kw):
+            pass
+
+    api = Recording()
+    rec = EventRecorder(api)
+    rec.start()
+    r = rec.for_component("replicaset-controller")
+    rs = Service.from_dict({"metadata": {"name": "rs", "namespace": "default", "uid": "u2"}})
+    other = Service.from_dict({"metadata": {"name": "rs2", "namespace": "default", "uid": "u3"}})
+    for i in range(40):
+        r.normal(rs, "SuccessfulCreate", f"Created pod: p{i}", api_version="apps/v1", kind="ReplicaSet")
+    r.normal(other, "SuccessfulCreate", "Created pod: q", api_version="apps/v1", kind="ReplicaSet")
+    await asyncio.sleep(0.2)
+    await rec.stop()
+    assert rec.dropped == 15
+    assert any(e["involvedObject"]["name"] == "rs2" for e in api.created)
