@@ -139,7 +139,8 @@ class WatchCache:
         self.rev = 0
         # (group, plural) -> namespace -> name -> object
         self._data: dict[tuple[str, str], dict[str, dict[str, dict]]] = {}
-        self._events: deque[CacheEvent] = deque(maxlen=window)
+        # (rev, type, resource, namespace, value bytes, (prev bytes, prev rev) | None)
+        self._events: deque[tuple] = deque(maxlen=window)
         self._oldest = 1  # a watch may start from any rev >= this - 1 (events after it)
         self._watchers: set[Watcher] = set()
         self._rev_waiters: list[tuple[int, asyncio.Future]] = []
@@ -225,9 +226,17 @@ class WatchCache:
             typ = "DELETED"
         else:
             typ = "MODIFIED" if e.prev is not None else "ADDED"
-        cur = None if history else self.get(rt, ns, name)
+        prev_raw = (e.prev.value, e.prev.mod_revision) if e.prev is not None else None
+        # The window keeps the undecoded change (bytes the store already holds): it is
+        # decoded only if a watch resumes from before it.
+        self._events.append((rev, typ, rt, ns, e.kv.value, prev_raw))
+        if len(self._events) == self._events.maxlen:
+            self._oldest = self._events[0][0]
+        if history:
+            return  # already in the listed state
+        cur = self.get(rt, ns, name)
         if cur is not None and e.prev is not None and cur["metadata"].get("resourceVersion") == str(e.prev.mod_revision):
-            # Live change: the previous version is the cached object, no need to decode it again.
+            # The previous version is the cached object: no need to decode it again.
             prev = cur
             if typ == "DELETED":
                 obj = {**cur, "metadata": {**cur["metadata"], "resourceVersion": str(rev)}}
@@ -235,18 +244,11 @@ class WatchCache:
                 obj = decode(rt, e.kv.value, rev)
             ev = CacheEvent(rev, typ, rt, ns, obj, prev)
         else:
-            obj = decode(rt, e.kv.value, rev)
-            ev = CacheEvent(rev, typ, rt, ns, obj, None,
-                            (e.prev.value, e.prev.mod_revision) if e.prev is not None else None)
-        self._events.append(ev)
-        if len(self._events) == self._events.maxlen:
-            self._oldest = self._events[0].rev
-        if history:
-            return  # already in the listed state
+            ev = CacheEvent(rev, typ, rt, ns, decode(rt, e.kv.value, rev), None, prev_raw)
         if typ == "DELETED":
             self._drop(rt, ns, name)
         else:
-            self._put(rt, ns, name, obj)
+            self._put(rt, ns, name, ev.obj)
         self.rev = rev
         for w in list(self._watchers):
             w.offer(ev)
@@ -331,9 +333,9 @@ class WatchCache:
         replay: list = []
         if since is not None and since < self.rev:
             tmp = Watcher(rt, namespace, matches)
-            for ev in self._events:
-                if ev.rev > since:
-                    tmp.offer(ev)
+            for rev, typ, ert, ns, value, prev_raw in self._events:
+                if rev > since and ert is rt and (not namespace or ns == namespace):
+                    tmp.offer(CacheEvent(rev, typ, ert, ns, decode(ert, value, rev), None, prev_raw))
             while not tmp.queue.empty():
                 replay.append(tmp.queue.get_nowait())
         self._watchers.add(w)
