@@ -13,7 +13,7 @@ import pytest
 
 from kubesvc.up import modes
 from kubesvc.up import rules as R
-from kubesvc.up.explain import EndpointInfo, Hop, PortPath, iptables_hops, ipvs_hops, nft_hops
+from kubesvc.up.explain import EndpointInfo, Hop, PortPath, iptables_hops, ipvs_hops, nft_hops, userspace_hops
 from tests.docs import docrun
 
 IPTABLES_SAVE = """\
@@ -193,6 +193,19 @@ def test_ipvs_hops():
     assert pp.hops[1].rules[0] == "TCP  10.99.99.99:80 rr" and len(pp.hops[1].rules) == 3
     assert pp.hops[0].rules[0] == "TCP  192.168.1.10:30080 rr"
     assert "10.244.0.4:80" in pp.endpoints[1].rules[0]
+
+
+def test_userspace_hops_as_root():
+    save = ("*nat\n-A PREROUTING -m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort "
+            "rules\" -j KUBE-PORTALS-CONTAINER\n-A KUBE-PORTALS-CONTAINER -d 10.99.99.99/32 -p tcp -m comment "
+            "--comment \"default/myapp\" -m tcp --dport 80 -j REDIRECT --to-ports 36327\nCOMMIT\n")
+    ss = ("tcp LISTEN 0 4096 0.0.0.0:30080 0.0.0.0:* users:((\"python3\",pid=7,fd=25))\n"
+          "tcp LISTEN 0 4096 0.0.0.0:36327 0.0.0.0:* users:((\"python3\",pid=7,fd=24))\n")
+    pp = myapp_port()
+    userspace_hops(pp, R.IptablesRules.parse(save), ss, "default", "myapp", "10.99.99.99", "client")
+    assert pp.hops[0].rules == ['listener: tcp LISTEN 0 4096 0.0.0.0:30080 0.0.0.0:* users:(("python3",pid=7,fd=25))']
+    assert "REDIRECT --to-ports 36327" in pp.hops[1].rules[0] and ":36327 " in pp.hops[1].rules[1]
+    assert pp.endpoints[0].rules == ["the relay connects to 10.244.0.3:80 (round robin over ready endpoints)"]
 
 
 def test_listeners():

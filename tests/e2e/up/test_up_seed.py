@@ -138,6 +138,8 @@ def test_explain_names_the_real_hops(world):
     assert [h["kind"] for h in data["ports"][0]["hops"]] == ["NodePort", "ClusterIP", "Endpoints"]
     assert sorted(e["ip"] for e in data["ports"][0]["endpoints"]) == pod_ips
     assert data["dns"][0]["answer"] == ["10.99.99.99"]
+    missing = world.kubesvc("explain", "svc/nope", "--data-dir", str(world.data_dir), check=False)
+    assert missing.returncode == 1 and 'services "nope" not found' in missing.stderr
 
 
 def test_status_shows_components_mode_and_counts(world):
