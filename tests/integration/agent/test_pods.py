@@ -52,6 +52,10 @@ def test_pod_running_with_ip_answers_its_hostname(cluster):
     assert re.search(rf"myapp-1\s+1/1\s+Running\s+0\s+\S+\s+{re.escape(ip)}\s+{n1.name}\s", line), wide
     # From the node, at the pod IP, the pod answers with its own name.
     assert cluster.topo.run(n1.netns, f"curl -s --max-time 5 http://{ip}/hostname.html").stdout.strip() == "myapp-1"
+    # The agent's own endpoint lists it, as kubelet's /pods does.
+    listed = json.loads(cluster.topo.run(n1.netns, "curl -s --max-time 5 http://127.0.0.1:10250/pods").stdout)
+    assert "myapp-1" in [p["metadata"]["name"] for p in listed["items"]]
+    assert cluster.topo.run(n1.netns, "curl -s --max-time 5 http://127.0.0.1:10250/healthz").stdout == "ok"
     # Its network namespace is a named one, visible to `ip netns`.
     assert any("-default-myapp-1-" in ns for ns in cluster.pod_netns("node01"))
     assert pod["status"]["hostIP"] == n1.ip
