@@ -142,6 +142,18 @@ def test_explain_names_the_real_hops(world):
     assert missing.returncode == 1 and 'services "nope" not found' in missing.stderr
 
 
+def test_explain_headless_and_from_the_node(world):
+    out = world.kubesvc("explain", "svc/myapp-svc-headless", "--data-dir", str(world.data_dir), "-o", "json").stdout
+    data = json.loads(out)
+    pod_ips = sorted(p["status"]["podIP"] for p in world.ready_pods("app=myapp"))
+    assert [h["kind"] for h in data["ports"][0]["hops"]] == ["Headless"]
+    assert data["dns"][0]["answer"] == data["dns"][0]["expected"] == pod_ips
+    out = world.kubesvc("explain", "svc/redis", "--from", "node", "--data-dir", str(world.data_dir)).stdout
+    assert '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in out
+    assert re.search(r'-d 10.97.97.97/32 .*"default/redis has no endpoints".* -j REJECT', out)
+    assert "has no endpoints: connections are refused" in out
+
+
 def test_status_shows_components_mode_and_counts(world):
     p = world.kubesvc("status", "--data-dir", str(world.data_dir))
     assert "proxy mode: iptables" in p.stdout
