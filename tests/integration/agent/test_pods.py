@@ -347,3 +347,23 @@ spec:
     pod = cluster.wait_pod("badinit", lambda p: p["status"]["phase"] == "Failed", what="Failed")
     assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
     assert "running" not in pod["status"]["containerStatuses"][0]["state"]
+
+
+def test_container_without_command_waits_and_says_why(cluster):
+    n2 = cluster.nodes["node02"]
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: nocmd}}
+spec:
+  nodeName: {n2.name}
+  containers:
+  - {{name: web, image: nginx:1.25}}
+""")
+    pod = cluster.wait_pod("nocmd", lambda p: p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                           == "CreateContainerConfigError", what="CreateContainerConfigError")
+    msg = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "never pulls image 'nginx:1.25'" in msg and "set command" in msg
+    assert re.search(r"nocmd\s+0/1\s+CreateContainerConfigError", cluster.kubectl("get", "pod", "nocmd").stdout)
+    cluster.wait(lambda: "has no command" in cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=nocmd").stdout, 10, "a Failed event")
