@@ -237,6 +237,7 @@ class Handlers:
             if rvm not in ("Exact", "NotOlderThan"):
                 raise bad_request(f'resourceVersionMatch: Unsupported value: "{rvm}": supported values: '
                                   '"Exact", "NotOlderThan"')
+        exact: int | None = None  # a past revision to list at
         if rv and rv != "0":
             want = _parse_rv(rv)
             if want > self.cache.rev and not await self.cache.wait_for(want, 3.0):
@@ -244,27 +245,29 @@ class Handlers:
                                   {"causes": [{"reason": "ResourceVersionTooLarge",
                                                "message": "Too large resource version"}],
                                    "retryAfterSeconds": 1})
-            if rvm == "Exact" and want != self.cache.rev:
-                raise expired(f"too old resource version: {want} ({self.cache.rev})")
+            if rvm == "Exact":
+                exact = want
         ls, fs, matches = self.selectors(request, rt)
-        list_rev = self.cache.rev
-        objs = self.filtered(rt, ns, fs, matches)
-        meta: dict[str, Any] = {"resourceVersion": str(list_rev)}
         cont = q.get("continue")
+        start: tuple[str, str] | None = None
         if cont:
-            start_ns, start_name, token_rev = _decode_continue(cont)
-            if token_rev < self.cache.oldest:
-                raise StatusError(410, "Expired",
-                                  "The provided continue parameter is too old to display a consistent list result. "
-                                  "You can start a new list without the continue parameter, or use the continue "
-                                  "token in this response to retrieve the remainder of the results. Continuing "
-                                  "with the provided token results in an inconsistent list - objects that were "
-                                  "created, modified, or deleted between the time the first chunk was returned "
-                                  "and now may show up in the list.")
-            objs = [o for o in objs if (o["metadata"].get("namespace", ""), o["metadata"]["name"])
-                    > (start_ns, start_name)]
-            meta["resourceVersion"] = str(token_rev)
-            list_rev = token_rev
+            start_ns, start_name, exact = _decode_continue(cont)
+            start = (start_ns, start_name)
+        if exact is not None and exact < self.cache.rev:
+            # A consistent snapshot at that revision, rebuilt from the watch window.
+            past = self.cache.list_at(rt, ns, exact)
+            if past is None:
+                if cont:
+                    raise StatusError(410, "Expired", _CONTINUE_EXPIRED)
+                raise expired(f"too old resource version: {exact} ({self.cache.oldest})")
+            objs = [o for o in past if matches(o)] if matches else past
+            list_rev = exact
+        else:
+            list_rev = self.cache.rev
+            objs = self.filtered(rt, ns, fs, matches)
+        meta: dict[str, Any] = {"resourceVersion": str(list_rev)}
+        if start is not None:
+            objs = [o for o in objs if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start]
         limit = int(q.get("limit") or 0)
         if limit > 0 and len(objs) > limit:
             last = objs[limit - 1]["metadata"]
@@ -414,6 +417,13 @@ class Handlers:
         """
         from kubesvc.apiserver import nodeproxy
         return await nodeproxy.pod_log(self, request, rt, ns, name)
+
+
+_CONTINUE_EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+    "without the continue parameter, or use the continue token in this response to retrieve the remainder of "
+    "the results. Continuing with the provided token results in an inconsistent list - objects that were "
+    "created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
 
 
 def _encode_continue(ns: str, name: str, rev: int) -> str:

@@ -302,6 +302,31 @@ class WatchCache:
             out.extend(objs[n] for n in sorted(objs))
         return out
 
+    def list_at(self, rt: ResourceType, namespace: str | None, rev: int) -> list[dict] | None:
+        """Objects as they were at revision rev (None when the window does not reach back that far).
+
+        The current state with the window's later changes undone, newest first: what
+        a list with resourceVersionMatch=Exact, or a continue token, reads from etcd
+        in kube-apiserver.
+        """
+        if rev >= self.rev:
+            return self.list(rt, namespace)
+        if rev < self.oldest:
+            return None
+        state = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in self.list(rt, namespace)}
+        for erev, typ, ert, ns, value, prev_raw in reversed(self._events):
+            if erev <= rev:
+                break
+            if ert is not rt or (namespace and ns != namespace):
+                continue
+            name = orjson.loads(value)["metadata"]["name"] if prev_raw is None else None
+            if prev_raw is None:  # created after rev
+                state.pop((ns, name), None)
+            else:  # modified or deleted after rev: it was the previous version
+                prev = decode(rt, *prev_raw)
+                state[(ns, prev["metadata"]["name"])] = prev
+        return [state[k] for k in sorted(state)]
+
     def count(self, rt: ResourceType, namespace: str | None = None) -> int:
         by_ns = self._data.get((rt.group, rt.plural), {})
         if namespace:

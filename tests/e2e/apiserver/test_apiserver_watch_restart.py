@@ -155,3 +155,30 @@ def test_too_old_resource_version_is_410(tmp_path):
         assert ev[0]["type"] == "ERROR" and ev[0]["object"]["code"] == 410
     finally:
         api.stop()
+
+
+def test_lists_at_a_past_revision_are_consistent(apiserver):
+    ns = "/api/v1/namespaces/kube-node-lease/configmaps"
+    for name in ("snap-a", "snap-b", "snap-c"):
+        assert call(apiserver, "POST", ns, cm(name))[0] == 201
+    _, first = call(apiserver, "GET", ns + "?limit=1")
+    rv = first["metadata"]["resourceVersion"]
+    token = first["metadata"]["continue"]
+    assert [o["metadata"]["name"] for o in first["items"]] == ["snap-a"]
+    # churn after the first page
+    _, b = call(apiserver, "GET", ns + "/snap-b")
+    b["data"] = {"k": "changed"}
+    assert call(apiserver, "PUT", ns + "/snap-b", b)[0] == 200
+    assert call(apiserver, "DELETE", ns + "/snap-c")[0] == 200
+    assert call(apiserver, "POST", ns, cm("snap-d"))[0] == 201
+    # the rest of the list is as it was at the first page's revision
+    _, rest = call(apiserver, "GET", ns + f"?limit=10&continue={token}")
+    assert rest["metadata"]["resourceVersion"] == rv
+    assert [(o["metadata"]["name"], o["data"]["k"]) for o in rest["items"]] == [("snap-b", "snap-b"),
+                                                                               ("snap-c", "snap-c")]
+    _, exact = call(apiserver, "GET", ns + f"?resourceVersion={rv}&resourceVersionMatch=Exact")
+    assert [o["metadata"]["name"] for o in exact["items"]] == ["snap-a", "snap-b", "snap-c"]
+    _, now = call(apiserver, "GET", ns)
+    assert [o["metadata"]["name"] for o in now["items"]] == ["snap-a", "snap-b", "snap-d"]
+    for name in ("snap-a", "snap-b", "snap-d"):
+        call(apiserver, "DELETE", f"{ns}/{name}")
