@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ class Explanation:
 
 async def fetch(kubeconfig: str | None, server: str | None, ns: str, name: str) -> dict[str, Any]:
     from lightkube import ApiError
-    from lightkube.resources.core_v1 import Node, Pod, Service
+    from lightkube.resources.core_v1 import Node, Service
     from lightkube.resources.discovery_v1 import EndpointSlice
 
     from kubesvc.client import make_client
@@ -103,11 +102,10 @@ async def fetch(kubeconfig: str | None, server: str | None, ns: str, name: str) 
             raise click.ClickException(err.status.message or str(err))
         slices = [s async for s in client.list(EndpointSlice, namespace=ns,
                                                labels={"kubernetes.io/service-name": name})]
-        pods = {p.metadata.name: p async for p in client.list(Pod, namespace=ns)}
         nodes = [n async for n in client.list(Node)]
     finally:
         await client.close()
-    return {"svc": svc, "slices": slices, "pods": pods, "nodes": nodes}
+    return {"svc": svc, "slices": slices, "nodes": nodes}
 
 
 def endpoints_of(slices: list, port_name: str, protocol: str) -> list[EndpointInfo]:
