@@ -49,8 +49,14 @@ class ControllersProcess:
         return self.log_path.read_text(errors="replace")
 
 
+# Waits are for things that normally take milliseconds; on a machine shared by many
+# test runs they can take seconds, so no wait gives up in less than this.
+MIN_WAIT = 10.0
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
              interval: float = 0.05) -> Any:
+    timeout = max(timeout, MIN_WAIT)
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

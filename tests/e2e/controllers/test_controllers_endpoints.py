@@ -70,7 +70,7 @@ spec:
     for i in range(3):
         make_pod(kube, f"web-{i}", {"app": "web"})
         kube.set_pod(NS, f"web-{i}", f"10.244.0.{10 + i}", ready=False)
-    wait_for(lambda: len(endpoints(kube, "web")["notReady"]) == 3, 5, "3 not-ready addresses")
+    wait_for(lambda: len(endpoints(kube, "web")["notReady"]) == 3, 10, "3 not-ready addresses")
     eps = slice_endpoints(kube, "web")
     assert {n: e["conditions"] for n, e in eps.items()} == {
         f"web-{i}": {"ready": False, "serving": False, "terminating": False} for i in range(3)}
@@ -90,13 +90,13 @@ spec:
     out = kube.kubectl("get", "endpoints", "web", "-n", NS).stdout
     assert "10.244.0.11:8080" in out and "10.244.0.10" not in out
     kube.set_pod(NS, "web-1", "10.244.0.11", ready=False)
-    wait_for(lambda: "web-1" in endpoints(kube, "web")["notReady"], 3, "web-1 not ready again")
+    wait_for(lambda: "web-1" in endpoints(kube, "web")["notReady"], 10, "web-1 not ready again")
 
 
 def test_terminating_pods(kube):
     for i in range(3):
         kube.set_pod(NS, f"web-{i}", f"10.244.0.{10 + i}", ready=True)
-    wait_for(lambda: len(endpoints(kube, "web")["ready"]) == 3, 5, "3 ready")
+    wait_for(lambda: len(endpoints(kube, "web")["ready"]) == 3, 10, "3 ready")
     kube.kubectl("delete", "pod", "web-2", "-n", NS, "--wait=false")  # bound: graceful
     wait_for(lambda: slice_endpoints(kube, "web")["web-2"]["conditions"] ==
              {"ready": False, "serving": True, "terminating": True}, 5, "terminating endpoint")
@@ -104,7 +104,7 @@ def test_terminating_pods(kube):
     assert "web-2" not in ep["ready"] and "web-2" not in ep["notReady"]
     kube.request("DELETE", f"/api/v1/namespaces/{NS}/pods/web-2",
                  {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
-    wait_for(lambda: "web-2" not in slice_endpoints(kube, "web"), 5, "gone")
+    wait_for(lambda: "web-2" not in slice_endpoints(kube, "web"), 10, "gone")
 
 
 def test_named_ports_resolved_per_pod(kube):
@@ -121,7 +121,7 @@ spec:
     make_pod(kube, "named-c", {"app": "named"}, [{"name": "metrics", "containerPort": 9100}])
     for i, n in enumerate(("named-a", "named-b", "named-c")):
         kube.set_pod(NS, n, f"10.244.1.{10 + i}", ready=True)
-    wait_for(lambda: len(endpoints(kube, "named")["ready"]) == 2, 5, "2 addresses")
+    wait_for(lambda: len(endpoints(kube, "named")["ready"]) == 2, 10, "2 addresses")
     ep = endpoints(kube, "named")["ready"]
     assert ep["named-a"][1] == [("web", 8080)] and ep["named-b"][1] == [("web", 9090)]
     eps = wait_for(lambda: len(slice_endpoints(kube, "named")) == 2 and slice_endpoints(kube, "named"), 5)
@@ -145,7 +145,7 @@ spec:
 """)
     make_pod(kube, "db-0", {"app": "db"}, hostname="db-0", subdomain="db")
     kube.set_pod(NS, "db-0", "10.244.2.10", ready=False)
-    ep = wait_for(lambda: endpoints(kube, "db")["ready"].get("db-0"), 5, "published not-ready pod")
+    ep = wait_for(lambda: endpoints(kube, "db")["ready"].get("db-0"), 10, "published not-ready pod")
     assert ep[0] == "10.244.2.10" and ep[2] == "db-0"
     e = wait_for(lambda: slice_endpoints(kube, "db").get("db-0"), 5)
     assert e["conditions"] == {"ready": True, "serving": False, "terminating": False}
@@ -215,5 +215,5 @@ def test_service_changes_move_endpoints(kube):
              and set(endpoints(kube, "web")["ready"]) == {"other-0"}, 5, "selector followed")
     # a pod's labels change: it leaves the service
     kube.kubectl("label", "pod", "other-0", "-n", NS, "app=gone", "--overwrite")
-    wait_for(lambda: not slice_endpoints(kube, "web") and not endpoints(kube, "web")["ready"], 5, "pod left")
+    wait_for(lambda: not slice_endpoints(kube, "web") and not endpoints(kube, "web")["ready"], 10, "pod left")
     assert len(slices(kube, "web")) == 1  # the placeholder

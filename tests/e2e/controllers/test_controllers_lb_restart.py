@@ -47,14 +47,14 @@ def ingress(kube: Kube, name: str) -> list[str]:
 
 def test_addresses_assigned_pending_and_released(kube):
     kube.apply(lb_service("a"))
-    assert wait_for(lambda: ingress(kube, "a"), 5, "a gets an address") == ["192.168.200.10"]
+    assert wait_for(lambda: ingress(kube, "a"), 10, "a gets an address") == ["192.168.200.10"]
     kube.apply(lb_service("b", extra="  loadBalancerIP: 192.168.200.11"))
     assert wait_for(lambda: ingress(kube, "b"), 5) == ["192.168.200.11"]
     out = kube.kubectl("get", "svc", "a", "b", "-n", NS).stdout
     assert "192.168.200.10" in out and "192.168.200.11" in out
     # the pool is exhausted: c stays <pending>, with an event saying why
     kube.apply(lb_service("c"))
-    wait_for(lambda: "no available IPs" in kube.kubectl("describe", "svc", "c", "-n", NS).stdout, 5, "event")
+    wait_for(lambda: "no available IPs" in kube.kubectl("describe", "svc", "c", "-n", NS).stdout, 10, "event")
     out = kube.kubectl("get", "svc", "c", "-n", NS).stdout
     assert "<pending>" in out
     assert "AllocationFailed" in kube.kubectl("get", "events", "-n", NS).stdout
@@ -66,16 +66,16 @@ def test_addresses_assigned_pending_and_released(kube):
         evs = [e for e in kube.items(f"/api/v1/namespaces/{NS}/events")
                if e["involvedObject"]["name"] == "c" and e["reason"] == "AllocationFailed"]
         return len(evs) == 1 and evs[0]["count"] >= 3 and evs[0]
-    ev = wait_for(failed_events, 5, "aggregated event")
+    ev = wait_for(failed_events, 10, "aggregated event")
     assert ev["type"] == "Warning" and ev["source"]["component"] == "service-controller"
     assert ev["involvedObject"]["kind"] == "Service" and ev["firstTimestamp"] and ev["lastTimestamp"]
     # deleting a frees its address for c
     kube.kubectl("delete", "svc", "a", "-n", NS)
-    assert wait_for(lambda: ingress(kube, "c"), 5, "c gets a's address") == ["192.168.200.10"]
+    assert wait_for(lambda: ingress(kube, "c"), 10, "c gets a's address") == ["192.168.200.10"]
     # b turns into a ClusterIP service: its address is released and its status cleared
     kube.kubectl("patch", "svc", "b", "-n", NS, "--type=merge",
                  "-p", '{"spec":{"type":"ClusterIP","loadBalancerIP":null}}')
-    wait_for(lambda: ingress(kube, "b") == [], 5, "b's status cleared")
+    wait_for(lambda: ingress(kube, "b") == [], 10, "b's status cleared")
     # the annotation asks for a specific address
     kube.apply(lb_service("d", annotations=", annotations: {kubesvc.io/loadBalancerIPs: 192.168.200.11}"))
     assert wait_for(lambda: ingress(kube, "d"), 5) == ["192.168.200.11"]

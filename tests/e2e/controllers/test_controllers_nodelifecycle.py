@@ -89,7 +89,7 @@ spec:
             assert ready["message"] == "Kubelet stopped posting node status."
             out = kube.kubectl("get", "node", "doomed").stdout
             assert "NotReady" in out
-            taints = wait_for(lambda: kube.get("/api/v1/nodes/doomed")["spec"].get("taints"), 5, "taints")
+            taints = wait_for(lambda: kube.get("/api/v1/nodes/doomed")["spec"].get("taints"), 10, "taints")
             assert {(t["key"], t["effect"]) for t in taints} == {
                 ("node.kubernetes.io/unreachable", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute")}
             # its pod leaves the service's ready endpoints straight away

@@ -187,9 +187,9 @@ spec:
         p = kube.get("/api/v1/namespaces/wl/pods/picky")
         return [c for c in p.get("status", {}).get("conditions", [])
                 if c["type"] == "PodScheduled" and c["status"] == "False" and c["reason"] == "Unschedulable"]
-    cond = wait_for(condition, 5, "PodScheduled=False")
+    cond = wait_for(condition, 10, "PodScheduled=False")
     assert cond[0]["message"] == msg
-    wait_for(lambda: msg in kube.kubectl("describe", "pod", "picky", "-n", "wl").stdout, 5, "event")
+    wait_for(lambda: msg in kube.kubectl("describe", "pod", "picky", "-n", "wl").stdout, 10, "event")
     assert "FailedScheduling" in kube.kubectl("get", "events", "-n", "wl",
                                               "--field-selector", "involvedObject.name=picky").stdout
     # a node that fits appears: the pod is bound to it
