@@ -31,7 +31,7 @@ class AnswerCache:
 
     def __init__(self, max_entries: int = 200_000):
         self.entries: dict[bytes, Entry] = {}
-        self.by_dep: dict[tuple, set[bytes]] = {}
+        self.by_dep: dict[tuple, list[bytes] | set[bytes]] = {}
         self.negative: set[bytes] = set()
         self.max_entries = max_entries
         # called with each dropped Entry (the UDP server forgets what it derived from it)
@@ -52,8 +52,19 @@ class AnswerCache:
         self.entries[key] = e
         if negative:
             self.negative.add(key)
+        by_dep = self.by_dep
         for d in deps:
-            self.by_dep.setdefault(d, set()).add(key)
+            # lists, not sets: a dependency has a handful of answers, and 10k sets cost megabytes
+            keys = by_dep.get(d)
+            if keys is None:
+                by_dep[d] = [key]
+            elif type(keys) is list:
+                if key not in keys:
+                    keys.append(key)
+                    if len(keys) > 16:  # a popular dependency (a namespace's pods): a set scales
+                        by_dep[d] = set(keys)
+            else:
+                keys.add(key)
         return e
 
     def _drop(self, key: bytes) -> None:

@@ -8,6 +8,8 @@ after its sync timeout) and shutdown.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -89,9 +91,24 @@ class DNSApp:
             self.client = make_client(self.cfg.kubeconfig, self.cfg.server, field_manager="kubesvc-dns")
         self.feeder = ZoneFeeder(self.client, self.zone, self.on_change)
         self.feeder.start()
-        asyncio.get_running_loop().create_task(self.forwarder.detect_loops(self.zone.origin))
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.forwarder.detect_loops(self.zone.origin))
+        loop.create_task(self._after_sync())
         log.info("serving %s on %s:%d (udp+tcp), forwarding to %s", self.zone.origin, self.host, self.port,
                  ", ".join(u.label for u in self.forwarder.upstreams) or "nobody")
+
+    async def _after_sync(self) -> None:
+        """Give back the memory the initial lists needed, once they are digested."""
+        await self.feeder.wait_synced()
+        await asyncio.sleep(0.5)
+        gc.collect()
+        # The first list of every Service and EndpointSlice is parsed whole; those
+        # megabytes are free now but glibc keeps them until asked.
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        log.info("caches synced: %d services, %d namespaces", len(self.zone.services), len(self.zone.namespaces))
 
     async def stop(self) -> None:
         if self.feeder:

@@ -21,7 +21,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -59,6 +58,67 @@ def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[str]:
     except OSError:
         pass
     return out
+
+
+class _Exchange(asyncio.DatagramProtocol):
+    """One UDP question and its answer (the reply must come from the upstream and carry our ID)."""
+
+    def __init__(self, qid: bytes):
+        self.qid = qid
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if data[:2] == self.qid and not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def udp_exchange(wire: bytes, host: str, port: int, timeout: float) -> bytes:
+    """Send one query over UDP and return the reply bytes.
+
+    Written here rather than taken from dns.asyncquery, which pulls in trio, h2 and
+    httpcore (~10 MB resident) for transports the forwarder never uses.
+    """
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Exchange(wire[:2]),
+                                                           remote_addr=(host, port))
+    try:
+        transport.sendto(wire)
+        return await asyncio.wait_for(proto.done, timeout)
+    finally:
+        transport.close()
+
+
+async def tcp_exchange(wire: bytes, host: str, port: int, timeout: float) -> bytes:
+    """Send one query over TCP (2-byte length prefix) and return the reply bytes."""
+    async def run() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(len(wire).to_bytes(2, "big") + wire)
+            await writer.drain()
+            n = int.from_bytes(await reader.readexactly(2), "big")
+            return await reader.readexactly(n)
+        finally:
+            writer.close()
+    return await asyncio.wait_for(run(), timeout)
+
+
+async def exchange(q: dns.message.Message, host: str, port: int, timeout: float) -> dns.message.Message:
+    """UDP, and TCP again when the UDP answer came back truncated."""
+    wire = q.to_wire()
+    try:
+        resp = dns.message.from_wire(await udp_exchange(wire, host, port, timeout))
+    except asyncio.TimeoutError:
+        raise dns.exception.Timeout from None
+    if resp.flags & dns.flags.TC:
+        try:
+            resp = dns.message.from_wire(await tcp_exchange(wire, host, port, timeout))
+        except asyncio.TimeoutError:
+            raise dns.exception.Timeout from None
+    return resp
 
 
 @dataclass
@@ -144,9 +204,7 @@ class Forwarder:
         return rest
 
     async def _ask(self, u: Upstream, q: dns.message.Message) -> dns.message.Message:
-        resp, _tcp = await dns.asyncquery.udp_with_fallback(q, u.addr, port=u.port, timeout=self.timeout,
-                                                            ignore_unexpected=True)
-        return resp
+        return await exchange(q, u.addr, u.port, self.timeout)
 
     async def resolve(self, query: dns.message.Message, use_cache: bool = True) -> dns.message.Message | None:
         """The upstream's answer to ``query`` (ID and flags as the upstream sent), or None if none answered."""
@@ -169,8 +227,8 @@ class Forwarder:
                 self.metrics.forward_request(u.label)
             try:
                 resp = await self._ask(u, q)
-            except (dns.exception.DNSException, OSError, EOFError) as err:
-                log.info("upstream %s failed: %s", u.label, err)
+            except (dns.exception.DNSException, OSError, EOFError, asyncio.IncompleteReadError) as err:
+                log.info("upstream %s failed: %s", u.label, err or type(err).__name__)
                 self._mark_down(u)
                 continue
             if resp.rcode() == dns.rcode.REFUSED or resp.rcode() == dns.rcode.SERVFAIL:
@@ -199,7 +257,7 @@ class Forwarder:
         while not u.healthy:
             await asyncio.sleep(HEALTH_INTERVAL)
             try:
-                await dns.asyncquery.udp(probe, u.addr, port=u.port, timeout=1.0)
+                await exchange(probe, u.addr, u.port, 1.0)
             except (dns.exception.DNSException, OSError, EOFError):
                 if self.metrics:
                     self.metrics.healthcheck_failure(u.label)
@@ -215,8 +273,8 @@ class Forwarder:
             self.loop_probes[name] = 0
             q = dns.message.make_query(name, dns.rdatatype.HINFO)
             try:
-                await dns.asyncquery.udp(q, u.addr, port=u.port, timeout=1.0)
-            except (dns.exception.DNSException, OSError, EOFError):
+                await exchange(q, u.addr, u.port, 1.0)
+            except (dns.exception.DNSException, OSError, EOFError, asyncio.IncompleteReadError):
                 pass
             if self.loop_probes.pop(name, 0) > 0:
                 log.error("loop detected: upstream %s forwards back to this server; not using it", u.label)

@@ -130,7 +130,7 @@ class ClusterZone:
         self.namespaces: set[str] = set()
         self.services_per_ns: dict[str, int] = {}
         # ip -> services it belongs to (as ClusterIP or endpoint): the PTR index
-        self.by_ip: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.by_ip: dict[str, tuple] = {}  # a (ns, name) key, or a tuple of them
         self.pod_ips: dict[tuple[str, str], int] = {}  # (namespace, ip) -> pods with it
         self.serial = int(time.time())
         self._svc_suffix = dns.name.Name((b"svc",) + self.origin.labels)
@@ -151,20 +151,27 @@ class ClusterZone:
 
     def _reindex_ips(self, key: tuple[str, str], before: set[str]) -> set[str]:
         after = self._ips_of(key)
-        by_ip = self.by_ip
         for ip in before - after:
-            owners = by_ip.get(ip)
-            if owners:
-                rest = tuple(o for o in owners if o != key)
-                if rest:
-                    by_ip[ip] = rest
-                else:
-                    del by_ip[ip]
+            rest = tuple(o for o in self.owners_of(ip) if o != key)
+            if len(rest) > 1:
+                self.by_ip[ip] = rest
+            elif rest:
+                self.by_ip[ip] = rest[0]
+            else:
+                self.by_ip.pop(ip, None)
         for ip in after - before:
-            owners = by_ip.get(ip)
-            # a tuple, not a set: nearly every IP has one owner, and 50k sets cost ~10 MB
-            by_ip[ip] = owners + (key,) if owners else (key,)
+            owners = self.owners_of(ip)
+            # Nearly every IP has one owner: store that key itself, a tuple of keys only when
+            # shared (50k sets would cost ~10 MB, 50k 1-tuples ~3 MB).
+            self.by_ip[ip] = owners + (key,) if owners else key
         return before | after
+
+    def owners_of(self, ip: str) -> tuple[tuple[str, str], ...]:
+        """The services an IP belongs to (as ClusterIP or endpoint)."""
+        v = self.by_ip.get(ip)
+        if v is None:
+            return ()
+        return (v,) if type(v[0]) is str else v
 
     def _deps_for(self, key: tuple[str, str], ips: set[str]) -> set:
         deps: set = {("svc", *key)}
@@ -291,7 +298,8 @@ class ClusterZone:
         if n == 1:
             return r  # svc.<zone> / pod.<zone>: NODATA
         ns = labels[-2]
-        r.deps.add(("namespace", ns))
+        # Positive service answers need no namespace dependency (a service implies its
+        # namespace); negative answers are dropped on every change anyway.
         if not self.namespace_exists(ns):
             r.rcode = dns.rcode.NXDOMAIN
             return r
@@ -317,6 +325,7 @@ class ClusterZone:
         return r
 
     def _pod(self, qname: dns.name.Name, ns: str, label: str, qtype: int, r: Result) -> Result:
+        r.deps.add(("namespace", ns))
         if self.pods_mode == "disabled":
             r.rcode = dns.rcode.NXDOMAIN
             return r
@@ -435,7 +444,7 @@ class ClusterZone:
             ip = str(ipaddress.ip_address(dns.reversename.to_address(qname)))
         except Exception:
             return None
-        owners = self.by_ip.get(ip)
+        owners = self.owners_of(ip)
         if not owners:
             return None
         targets: list[dns.name.Name] = []
