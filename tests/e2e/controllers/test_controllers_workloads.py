@@ -234,3 +234,31 @@ def test_relabelled_pod_is_released_and_replaced_then_adopted_back(kube):
     wait_for(lambda: len([p for p in kube.pods("wl", "app=lbl") if not p["metadata"].get("deletionTimestamp")]) == 2,
              10, "back to 2 pods")
     kube.kubectl("delete", "deployment", "lbl", "-n", "wl")
+
+
+def test_min_ready_seconds_pause_and_restart(kube):
+    kube.apply(deployment("slow", "wl", 1, extra_spec="  minReadySeconds: 2"))
+    with FakeKubelet(kube, "wl"):
+        rs = wait_for(lambda: [r for r in kube.items("/apis/apps/v1/namespaces/wl/replicasets")
+                               if r["metadata"]["name"].startswith("slow-")
+                               and r.get("status", {}).get("readyReplicas") == 1], 10, "ready")[0]
+        # ready, but not available until it has been ready for minReadySeconds
+        assert not rs["status"].get("availableReplicas")
+        wait_for(lambda: kube.get("/apis/apps/v1/namespaces/wl/deployments/slow")
+                 .get("status", {}).get("availableReplicas") == 1, 10, "available after 2 s")
+        # paused: a template change makes no new ReplicaSet until resumed
+        kube.kubectl("rollout", "pause", "deployment/slow", "-n", "wl")
+        kube.kubectl("set", "image", "deployment/slow", "-n", "wl", "main=nginx:1.26")
+        time.sleep(1.0)
+        assert len([r for r in kube.items("/apis/apps/v1/namespaces/wl/replicasets")
+                    if r["metadata"]["name"].startswith("slow-")]) == 1
+        conds = {c["type"]: c for c in kube.get("/apis/apps/v1/namespaces/wl/deployments/slow")["status"]["conditions"]}
+        assert conds["Progressing"]["reason"] == "DeploymentPaused"
+        kube.kubectl("rollout", "resume", "deployment/slow", "-n", "wl")
+        kube.kubectl("rollout", "status", "deployment/slow", "-n", "wl", "--timeout=30s")
+        # rollout restart: a new template (restartedAt annotation), a new revision
+        kube.kubectl("rollout", "restart", "deployment/slow", "-n", "wl")
+        wait_for(lambda: kube.get("/apis/apps/v1/namespaces/wl/deployments/slow")["metadata"]["annotations"]
+                 .get("deployment.kubernetes.io/revision") == "3", 10, "revision 3")
+        kube.kubectl("rollout", "status", "deployment/slow", "-n", "wl", "--timeout=30s")
+    kube.kubectl("delete", "deployment", "slow", "-n", "wl")
