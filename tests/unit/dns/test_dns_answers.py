@@ -258,3 +258,30 @@ def test_not_ready_endpoints_are_left_out():
                                   Endpoint(addresses=["10.0.0.2"], conditions=EndpointConditions(ready=False)),
                                   Endpoint(addresses=["10.0.0.3"], hostname="h3")])
     assert [(e.ip, e.hostname) for e in slice_endpoints(es)] == [("10.0.0.1", None), ("10.0.0.3", "h3")]
+
+
+def test_an_ip_shared_by_two_services_has_both_ptrs(srv):
+    z = srv.zone
+    srv.change(z.set_service, "default", "a1", ServiceInfo("default", "a1", headless=True, ports=(HTTP,)))
+    srv.change(z.set_service, "default", "a2", ServiceInfo("default", "a2", headless=True, ports=(HTTP,)))
+    srv.change(z.set_slice, "default", "a1-x", "a1", (EndpointInfo("10.244.7.7", None, (HTTP,)),))
+    assert [rd.target.to_text() for rd in query(srv, "7.7.244.10.in-addr.arpa.", "PTR").answer[0]] == \
+        ["10-244-7-7.a1.default.svc.cluster.local."]
+    srv.change(z.set_slice, "default", "a2-x", "a2", (EndpointInfo("10.244.7.7", "db", (HTTP,)),))
+    assert sorted(rd.target.to_text() for rd in query(srv, "7.7.244.10.in-addr.arpa.", "PTR").answer[0]) == \
+        ["10-244-7-7.a1.default.svc.cluster.local.", "db.a2.default.svc.cluster.local."]
+    srv.change(z.set_slice, "default", "a1-x", None, None)
+    assert [rd.target.to_text() for rd in query(srv, "7.7.244.10.in-addr.arpa.", "PTR").answer[0]] == \
+        ["db.a2.default.svc.cluster.local."]
+
+
+def test_the_portable_udp_server_answers_the_same():
+    s = ZoneServer(ClusterZone("cluster.local", ttl=5), batch=False)
+    try:
+        s.change(s.zone.set_service, "default", "redis",
+                 ServiceInfo("default", "redis", ("10.97.97.97",), ports=(PortInfo("redis", "TCP", 6379),)))
+        for name in ("redis.default.svc.cluster.local.", "Redis.Default.svc.cluster.local."):
+            assert rrset_texts(query(s, name)) == [f"{name} 5 IN A 10.97.97.97"]
+        assert "udp: 4096" in dig(s, "redis.default.svc.cluster.local.")
+    finally:
+        s.stop()
