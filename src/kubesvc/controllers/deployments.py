@@ -391,13 +391,13 @@ class DeploymentController(Controller):
             available = cond("Available", "False", "MinimumReplicasUnavailable",
                              "Deployment does not have minimum availability.")
         progressing = conds.get("Progressing")
-        if new is not None:
+        if d.spec.paused:
+            progressing = cond("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
+        elif new is not None:
             rs_name = new.metadata.name
             complete = (status["updatedReplicas"] == replicas and status["replicas"] == replicas
                         and status["availableReplicas"] == replicas and replicas_of(new) == replicas)
-            if d.spec.paused:
-                progressing = cond("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
-            elif complete:
+            if complete:
                 progressing = cond("Progressing", "True", "NewReplicaSetAvailable",
                                    f'ReplicaSet "{rs_name}" has successfully progressed.')
             elif created_reason:
