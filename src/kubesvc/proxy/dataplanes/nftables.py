@@ -321,11 +321,15 @@ class NftablesDataPlane:
 
     async def learn_kernel(self) -> None:
         """What a previous run left in our table: per-service chains and affinity sets."""
-        self._known_chains, self._known_sets = set(), {}
+        self._known_chains, self._known_sets, self._foreign = set(), {}, {}
         try:
-            tables = json.loads(await self._nft_run("-j", "list", "tables", FAMILY))
-        except RuntimeError:
-            return
+            await self._learn_kernel()
+        except (RuntimeError, ValueError) as err:
+            # not knowing only means leftovers stay until a later full sync learns them
+            log.warning("could not list table %s (%s); leftovers of a previous run are kept", T, err)
+
+    async def _learn_kernel(self) -> None:
+        tables = json.loads(await self._nft_run("-j", "list", "tables", FAMILY))
         if not any(o.get("table", {}).get("name") == TABLE for o in tables.get("nftables", [])):
             return
         ours = {"chain": {c[0] for c in BASE_CHAINS} | set(STATIC_CHAINS),
