@@ -133,11 +133,26 @@ class APIServer:
         except ImportError:
             pass
         self.gc.start()
+        self._freezer = asyncio.create_task(self._freeze_loop())
         self.ready = True
         log.info("apiserver ready at revision %d", self.cache.rev)
 
+    async def _freeze_loop(self) -> None:
+        """Keep what has lived a while out of the cyclic collector's full passes.
+
+        The cache grows with every object written; without this a full collection
+        walks all of it (0.5 s at 10,000 pods on a busy machine) whenever a quarter
+        more objects have appeared, which shows up as p99 latency.
+        """
+        while True:
+            await asyncio.sleep(10)
+            gc.collect(1)  # young cycles (request plumbing) are collected, not frozen
+            gc.freeze()
+
     async def stop(self) -> None:
         self.ready = False
+        if getattr(self, "_freezer", None):
+            self._freezer.cancel()
         await self.gc.stop()
         await self.cache.stop()
         await self.store.close()
