@@ -312,6 +312,7 @@ class IptablesDataPlane:
         self._chain_rules = 0  # rules in per-service chains, kept as they change
         self.large = False  # kube-proxy's large-cluster mode (no per-endpoint comments)
         self._endpoints = 0  # endpoints over all applied service ports
+        self._flipped = False  # the last compute() switched large-cluster mode
         self.last_restore_input = ""
 
     # -- rendering ----------------------------------------------------------
@@ -479,6 +480,7 @@ class IptablesDataPlane:
         if large != self.large:
             # every endpoint rule changes shape: rewrite everything once
             self.large, full = large, True
+            self._flipped = True
             changed = set(new) | set(self._rules)
         old_rules = {spn: self._rules[spn] for spn in changed if spn in self._rules}
         for spn in changed:
@@ -505,7 +507,21 @@ class IptablesDataPlane:
                 gc.enable()
 
     async def _sync(self, desired: DesiredState, full: bool, t0: float) -> SyncResult:
+        repair = full and not self._need_full  # a periodic drift repair, nothing forces it
+        self._flipped = False
         full, changed, old_rules = self.compute(desired, full)
+        if full and repair and not self._flipped and self.backend.name == "nft" and len(self._rules) > NFT_CHUNK:
+            # One iptables-nft transaction over a big table takes minutes and would hold
+            # every change back meanwhile: check for drift first (chain set and the
+            # built-in jumps), and rewrite everything only when something is off.
+            await self.ensure_jumps()
+            wanted = {c for r in self._rules.values() for c in r.chains}
+            existing = await self._existing_chains()
+            if existing == wanted:
+                full = False
+            else:
+                log.warning("kube chains drifted; rewriting all of them")
+                self._known_chains |= existing
         if full:
             if self._need_full:  # first sync (or after a failure): learn what a previous run left
                 if self.cleanup_leftovers:

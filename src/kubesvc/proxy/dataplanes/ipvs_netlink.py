@@ -224,9 +224,14 @@ class NetlinkBatcher:
 def ipvs_family_id() -> int:
     """The IPVS generic-netlink family id; raises when the kernel has no IPVS (ENOENT)."""
     from pyroute2.netlink.generic import GenericNetlinkSocket
+    from pyroute2.netlink.generic.ipvs import ipvsmsg
     sock = GenericNetlinkSocket()
     try:
-        return sock.discovery("IPVS").get_attr("CTRL_ATTR_FAMILY_ID")
+        sock.bind("IPVS", ipvsmsg)
+        family = sock.prid
+        if not isinstance(family, int):
+            raise OSError(f"IPVS generic netlink family id unreadable ({family!r})")
+        return family
     finally:
         sock.close()
 
