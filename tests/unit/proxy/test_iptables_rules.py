@@ -140,3 +140,17 @@ def test_large_cluster_mode_drops_endpoint_comments_and_flips_cleanly():
         seps = [line for c, lines in kernel["nat"].items() if c.startswith("KUBE-SEP-") for line in lines]
         assert dp.large == (n == 900)
         assert any("--comment" in line for line in seps) != dp.large
+
+
+def test_internal_traffic_policy_local():
+    spn = ServicePortName("default", "itp", "http", "TCP")
+    remote = EndpointSet.categorize([Endpoint("10.244.2.2", 8080, "n2", False)])
+    r = service_rules(ServiceEntry(ServicePort(spn, "10.96.0.8", 80, internal_policy_local=True), remote), None)
+    (line,) = r.shared[("filter", "KUBE-SERVICES")]
+    assert "has no local endpoints" in line and line.endswith("-j DROP")
+    both = EndpointSet.categorize([Endpoint("10.244.2.2", 8080, "n2", False), Endpoint("10.244.1.2", 8080, "n1", True)])
+    r = service_rules(ServiceEntry(ServicePort(spn, "10.96.0.8", 80, internal_policy_local=True), both), None)
+    (line,) = r.shared[("nat", "KUBE-SERVICES")]
+    assert line.endswith("-j KUBE-SVL-" + line.rsplit("KUBE-SVL-", 1)[1])
+    svl = next(c for c in r.chains if c.startswith("KUBE-SVL-"))
+    assert len(r.chains[svl]) == 1 and not any(c.startswith("KUBE-SVC-") for c in r.chains)

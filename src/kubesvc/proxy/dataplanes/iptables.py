@@ -197,8 +197,10 @@ def service_rules(entry: ServiceEntry, cluster_cidr: str | None, large: bool = F
         r.add("nat", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' cluster IP')} "
                                       f"{pmatch} -d {sp.cluster_ip} --dport {sp.port} -j {internal_chain}")
     else:
-        r.add("filter", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(name + ' has no endpoints')} "
-                                         f"{pmatch} -d {sp.cluster_ip} --dport {sp.port} -j REJECT")
+        # internalTrafficPolicy Local with endpoints elsewhere only: DROP, as kube-proxy
+        verdict, why = ("DROP", "has no local endpoints") if cluster_eps else ("REJECT", "has no endpoints")
+        r.add("filter", "KUBE-SERVICES", f"-A KUBE-SERVICES -m comment --comment {_q(f'{name} {why}')} "
+                                         f"{pmatch} -d {sp.cluster_ip} --dport {sp.port} -j {verdict}")
 
     # External destinations: externalIPs, LB ingress IPs, NodePorts
     if sp.has_external:
