@@ -25,6 +25,8 @@ PATCH_TYPES = ("application/strategic-merge-patch+json", "application/merge-patc
 
 @dataclass(frozen=True)
 class MediaType:
+    """One entry of an Accept header: the type and its parameters (as, g, v, ...)."""
+
     type: str
     params: dict
 
