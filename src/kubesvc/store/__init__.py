@@ -1,0 +1,1 @@
+"""Storage: the etcd-shaped Store interface (base) and its backends (sqlite, etcd)."""
