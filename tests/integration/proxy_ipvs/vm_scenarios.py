@@ -37,7 +37,7 @@ ALL = {"pod0", "pod1", "pod2"}
 class SlowFeed(FileFeed):
     """FileFeed with room for software emulation: a Python start in the VM takes many seconds."""
 
-    def flush(self, timeout: float = 240) -> float:
+    def flush(self, timeout: float = 120) -> float:
         return super().flush(timeout)
 
 
