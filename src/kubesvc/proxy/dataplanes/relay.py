@@ -46,7 +46,7 @@ class Balancer:
             self.affinity_timeout = affinity_timeout
 
     def pick(self, client_ip: str, skip: set[Addr] | None = None) -> Optional[Addr]:
-        eps = [e for e in self.endpoints if not skip or e not in skip]
+        eps = [e for e in self.endpoints if e not in skip] if skip else self.endpoints
         if not eps:
             return None
         now = time.monotonic()
@@ -65,10 +65,12 @@ class Balancer:
 class _Side(asyncio.Protocol):
     """One socket of a relayed connection; `peer` is the other side."""
 
-    transport: asyncio.Transport | None = None
-    peer: Optional["_Side"] = None
+    __slots__ = ("transport", "peer", "eof_in", "eof_out", "closed", "paused_peer", "eof_pending", "early",
+                 "early_size", "early_paused", "eof_retries")
 
     def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: Optional["_Side"] = None
         self.eof_in = False        # this side sent us EOF
         self.eof_out = False       # we passed an EOF to this side
         self.closed = False
@@ -169,6 +171,8 @@ class _Side(asyncio.Protocol):
 
 
 class _Upstream(_Side):
+    __slots__ = ()
+
     def __init__(self, client: "TcpRelay") -> None:
         super().__init__()
         self.peer = client
@@ -179,6 +183,8 @@ class _Upstream(_Side):
 
 class TcpRelay(_Side):
     """Server protocol for one client connection of one service port."""
+
+    __slots__ = ("balancer", "connect_timeout")
 
     def __init__(self, balancer: Balancer, connect_timeout: float = 3.0):
         super().__init__()
@@ -195,19 +201,30 @@ class TcpRelay(_Side):
 
     async def _connect(self, client_ip: str) -> None:
         loop = asyncio.get_running_loop()
-        tried: set[Addr] = set()
+        tried: set[Addr] | None = None
         while not self.closed:
             ep = self.balancer.pick(client_ip, tried)
             if ep is None:
                 break
+            if tried is None:
+                tried = set()
             tried.add(ep)
+            task = asyncio.current_task()
+            # one timer handle per connect (asyncio.timeout/wait_for cost more per connection)
+            timer = loop.call_later(self.connect_timeout, task.cancel) if task else None
             try:
-                # asyncio.timeout is a timer handle; wait_for would cost another task per connection
-                async with asyncio.timeout(self.connect_timeout):
-                    _, up = await loop.create_connection(lambda: _Upstream(self), ep[0], ep[1])
-            except (OSError, TimeoutError) as err:
-                log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], err)
+                _, up = await loop.create_connection(lambda: _Upstream(self), ep[0], ep[1])
+            except (OSError, asyncio.CancelledError) as err:
+                if timer is not None and isinstance(err, asyncio.CancelledError) and not timer.cancelled() \
+                        and loop.time() < timer.when():
+                    raise  # cancelled from outside, not our timeout
+                if isinstance(err, asyncio.CancelledError) and task is not None:
+                    task.uncancel()  # our own timeout: the task goes on with the next endpoint
+                log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], err or "timeout")
                 continue
+            finally:
+                if timer is not None:
+                    timer.cancel()
             if self.closed:
                 up.transport.close()
                 return
