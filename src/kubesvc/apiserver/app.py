@@ -44,6 +44,7 @@ class Config:
     service_node_port_range: str = "30000-32767"
     advertise_address: str = ""
     watch_history: int = 20000
+    event_ttl: float = 3600.0
 
 
 def make_store(cfg: Config) -> Store:
@@ -67,7 +68,7 @@ class APIServer:
         self.cache = WatchCache(self.store, window=cfg.watch_history)
         self.registry = Registry(self.store, self.cache)
         self.handlers = Handlers(self.registry, self.cache)
-        self.gc = GarbageCollector(self.registry, self.cache)
+        self.gc = GarbageCollector(self.registry, self.cache, event_ttl=cfg.event_ttl)
         self.ready = False
         self.app = self._make_app()
 

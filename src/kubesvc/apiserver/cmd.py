@@ -7,6 +7,20 @@ import logging
 import click
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration ("1h", "1h30m", "90s", "250ms") or a plain number of seconds."""
+    import re
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise click.BadParameter(f"invalid duration {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
 @click.command("apiserver")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Where the store lives.")
 @click.option("--listen", default="127.0.0.1:6443", show_default=True, help="HOST:PORT to serve plain HTTP on.")
@@ -18,9 +32,11 @@ import click
               "(default: the listen host).")
 @click.option("--watch-history", default=20000, show_default=True, type=int,
               help="Changes kept for watches resuming from an older resourceVersion (older: 410 Expired).")
+@click.option("--event-ttl", default="1h", show_default=True,
+              help="How long an Event is kept after its last change (Go duration: 1h, 30m, 90s).")
 @click.option("-v", "--verbose", count=True)
 def command(data_dir: str, listen: str, store: str, etcd_endpoints: str, service_cluster_ip_range: str,
-            service_node_port_range: str, advertise_address: str, watch_history: int, verbose: int) -> None:
+            service_node_port_range: str, advertise_address: str, watch_history: int, event_ttl: str, verbose: int) -> None:
     """Serve the Kubernetes API (core/v1, apps/v1, discovery.k8s.io/v1, coordination.k8s.io/v1)."""
     import os
 
@@ -34,4 +50,4 @@ def command(data_dir: str, listen: str, store: str, etcd_endpoints: str, service
     run(Config(data_dir=data_dir, host=host, port=int(port), store=store, etcd_endpoints=etcd_endpoints,
                service_cluster_ip_range=service_cluster_ip_range,
                service_node_port_range=service_node_port_range, advertise_address=advertise_address,
-               watch_history=watch_history))
+               watch_history=watch_history, event_ttl=parse_duration(event_ttl)))

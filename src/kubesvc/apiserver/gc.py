@@ -24,6 +24,7 @@ from kubesvc.objects.registry import RESOURCES, ResourceType, by_kind
 log = logging.getLogger(__name__)
 
 _NS = by_kind("", "Namespace")
+_EVENT = by_kind("", "Event")
 
 
 def _ts(value: str | None) -> float | None:
@@ -52,10 +53,14 @@ class GarbageCollector:
     (grace periods, terminating namespaces, finalizers).
     """
 
-    def __init__(self, registry: Registry, cache: WatchCache, interval: float = 1.0):
+    def __init__(self, registry: Registry, cache: WatchCache, interval: float = 1.0, event_ttl: float = 3600):
         self.registry = registry
         self.cache = cache
         self.interval = interval
+        # Events go after an hour without change, as kube-apiserver's --event-ttl does
+        # it (an etcd lease on each event).
+        self.event_ttl = event_ttl
+        self._next_event_sweep = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._dirty: set[Key] = set()
@@ -129,6 +134,9 @@ class GarbageCollector:
             await asyncio.sleep(0.05)  # let a burst of changes land before a pass
             try:
                 await self.run_once()
+                if time.monotonic() >= self._next_event_sweep:
+                    self._next_event_sweep = time.monotonic() + min(60.0, self.event_ttl / 4)
+                    await self.expire_events()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -179,6 +187,17 @@ class GarbageCollector:
             except StatusError as err:
                 if err.code not in (404, 409):
                     log.warning("gc: %s %s/%s: %s", rt.kind, md.get("namespace"), md.get("name"), err.message)
+
+    async def expire_events(self) -> None:
+        now = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        for ev in self.cache.list(_EVENT):
+            md = ev["metadata"]
+            stamps = [_ts(md.get("creationTimestamp")), _ts(ev.get("lastTimestamp")),
+                      _ts((ev.get("eventTime") or "")[:19] + "Z" if ev.get("eventTime") else None)]
+            last = max((t for t in stamps if t is not None), default=None)
+            if last is not None and now - last > self.event_ttl:
+                await self.registry.force_delete(_EVENT, md.get("namespace"), md["name"],
+                                                 int(md["resourceVersion"]))
 
     async def _finish_deletion(self, rt: ResourceType, o: dict, deps: list, now: float) -> None:
         md = o["metadata"]

@@ -5,6 +5,7 @@ the last seen resourceVersion after a restart misses nothing or gets 410."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -182,3 +183,19 @@ def test_lists_at_a_past_revision_are_consistent(apiserver):
     assert [o["metadata"]["name"] for o in now["items"]] == ["snap-a", "snap-b", "snap-d"]
     for name in ("snap-a", "snap-b", "snap-d"):
         call(apiserver, "DELETE", f"{ns}/{name}")
+
+
+def test_events_expire_after_the_event_ttl(tmp_path):
+    api = APIServer(tmp_path / "srv", extra_args=("--event-ttl", "2s")).start()
+    try:
+        ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "short-lived"},
+              "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Test",
+              "message": "m", "type": "Normal"}
+        assert call(api, "POST", "/api/v1/namespaces/default/events", ev)[0] == 201
+        assert call(api, "GET", "/api/v1/namespaces/default/events/short-lived")[0] == 200
+        deadline = time.monotonic() + 15
+        while call(api, "GET", "/api/v1/namespaces/default/events/short-lived")[0] != 404:
+            assert time.monotonic() < deadline, "event outlived its TTL"
+            time.sleep(0.3)
+    finally:
+        api.stop()
