@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -202,6 +203,7 @@ async def main() -> None:
               f"ratio {restart / imp:.1f}")
     finally:
         api.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
