@@ -16,11 +16,12 @@ from kubesvc.dns.wire import Prebuilt
 class Entry:
     """One prebuilt response and how often it was served."""
 
-    __slots__ = ("p", "hits", "qtype", "negative", "raws")
+    # The Prebuilt's fields are kept here directly (one object per answer, not two):
+    # an Entry can be passed wherever a Prebuilt is expected.
+    __slots__ = ("hdr", "tail", "rcode", "size", "edns", "hits", "qtype", "negative")
 
     def __init__(self, p: Prebuilt, qtype: int, negative: bool):
-        self.p = p
-        self.raws: list[bytes] | None = None  # exact query bytes answered from this entry (udpbatch)
+        self.hdr, self.tail, self.rcode, self.size, self.edns = p
         self.hits = 0
         self.qtype = qtype
         self.negative = negative
@@ -34,8 +35,8 @@ class AnswerCache:
         self.by_dep: dict[tuple, list[bytes] | set[bytes]] = {}
         self.negative: set[bytes] = set()
         self.max_entries = max_entries
-        # called with each dropped Entry (the UDP server forgets what it derived from it)
-        self.on_drop: list = []
+        # called after any invalidation or clear (the UDP server drops what it derived)
+        self.on_invalidate: list = []
         # hits of entries since dropped, by (qtype, rcode, negative), so counters never go back
         self.retired: dict[tuple[int, int, bool], int] = {}
 
@@ -69,14 +70,11 @@ class AnswerCache:
 
     def _drop(self, key: bytes) -> None:
         e = self.entries.pop(key, None)
-        if e is not None:
-            if e.hits:
-                self._retire(e)
-            for cb in self.on_drop:
-                cb(e)
+        if e is not None and e.hits:
+            self._retire(e)
 
     def _retire(self, e: Entry) -> None:
-        k = (e.qtype, e.p.rcode, e.negative)
+        k = (e.qtype, e.rcode, e.negative)
         self.retired[k] = self.retired.get(k, 0) + e.hits
 
     def invalidate(self, deps: set) -> int:
@@ -90,17 +88,19 @@ class AnswerCache:
         for key in self.negative:
             self._drop(key)
         self.negative.clear()
+        for cb in self.on_invalidate:
+            cb()
         return before - len(self.entries)
 
     def clear(self) -> None:
         for e in self.entries.values():
             if e.hits:
                 self._retire(e)
-            for cb in self.on_drop:
-                cb(e)
         self.entries.clear()
         self.by_dep.clear()
         self.negative.clear()
+        for cb in self.on_invalidate:
+            cb()
 
     def hits(self) -> int:
         return sum(self.retired.values()) + sum(e.hits for e in self.entries.values())

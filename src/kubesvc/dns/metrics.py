@@ -127,7 +127,7 @@ class Metrics:
         ac = self.answer_cache
         if ac is not None:
             for (qtype, rcode, negative), n in list(ac.retired.items()) + [
-                    ((e.qtype, e.p.rcode, e.negative), e.hits) for e in list(ac.entries.values())]:
+                    ((e.qtype, e.rcode, e.negative), e.hits) for e in list(ac.entries.values())]:
                 if not n:
                     continue
                 k = ("udp", self.fast_family, type_name(qtype))

@@ -68,10 +68,9 @@ class Resolver:
         if e is None:
             return None
         e.hits += 1
-        p = e.p
-        if p.size > q.udp_limit:
-            return wire.truncated(data, q.qend, p)
-        return data[:2] + (p.hdr_rd1 if data[2] & 1 else p.hdr_rd0) + data[12:q.qend] + p.tail
+        if e.size > q.udp_limit:
+            return wire.truncated(data, q.qend, e)
+        return wire.splice(data, q, e)
 
     def answer(self, data: bytes, proto: str, family: str = "1") -> Reply:
         """Any query over ``proto`` ("udp" | "tcp"); may return an awaitable when forwarding."""
@@ -86,10 +85,10 @@ class Resolver:
                 qtype = e.qtype
                 self.metrics.request(proto, family, qtype)
                 self.metrics.cache_hit("denial" if e.negative else "success")
-                self.metrics.response(e.p.rcode, qtype, time.perf_counter() - t0)
-                if e.p.size > limit:
-                    return wire.truncated(data, q.qend, e.p)
-                return wire.splice(data, q, e.p)
+                self.metrics.response(e.rcode, qtype, time.perf_counter() - t0)
+                if e.size > limit:
+                    return wire.truncated(data, q.qend, e)
+                return wire.splice(data, q, e)
         try:
             msg = dns.message.from_wire(data, ignore_trailing=False)
         except dns.message.BadEDNS:
@@ -100,7 +99,8 @@ class Resolver:
         if msg.flags & dns.flags.QR:
             return None  # never answer a response (reflection loops)
         if proto == "udp" and q is None:
-            limit = max(wire.CLASSIC_UDP, msg.payload) if msg.edns >= 0 else wire.CLASSIC_UDP
+            limit = (max(wire.CLASSIC_UDP, min(msg.payload, wire.EDNS_PAYLOAD)) if msg.edns >= 0
+                     else wire.CLASSIC_UDP)
         qtype = msg.question[0].rdtype if msg.question else 0
         self.metrics.request(proto, family, qtype)
         reply = self._answer_msg(msg, data, q, limit, t0)

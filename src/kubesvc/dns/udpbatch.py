@@ -9,8 +9,8 @@ buffer, and all replies go out with one call, each to the address it came from
 
 Per-query Python work on a repeat question is one dict lookup: ``raw`` maps the
 query bytes after the ID (a given resolver asks the same name with the same
-bytes) to the finished response after the ID. Those entries hang off the answer
-cache's entries and die with them.
+bytes) to the finished response after the ID. It is emptied whenever the answer
+cache drops anything, so it never outlives what it was derived from.
 
 Linux only; ``available()`` says whether it can be used (``server.UDPServer`` is the
 portable fallback).
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 64
 SLOT = 4096            # largest query we read whole; bigger ones arrive with MSG_TRUNC -> FORMERR/drop
-OUT_SLOT = 65535       # replies may be up to the client's EDNS size
+OUT_SLOT = 4096        # UDP replies never exceed our EDNS size (wire.EDNS_PAYLOAD); larger ones are TC
 NAME = 128             # sizeof(struct sockaddr_storage)
 MMSG = 64              # sizeof(struct mmsghdr) on LP64
 MSG_DONTWAIT = 0x40
@@ -96,15 +96,10 @@ class BatchUDPServer:
         self.rmsgs_addr, self.smsgs_addr = _addr(self.rmsgs), _addr(self.smsgs)
         self.rmv, self.smv = memoryview(self.rbuf), memoryview(self.sbuf)
         self.cache = resolver.cache
-        self.cache.on_drop.append(self._forget)
-
-    # raw entries are keyed off answer cache entries: when those go, these go
-    def _forget(self, entry) -> None:
-        raws = getattr(entry, "raws", None)
-        if raws:
-            raw = self.raw
-            for k in raws:
-                raw.pop(k, None)
+        # Raw entries are derived from answer cache entries: when any of those goes, start
+        # over (cheaper in memory than tracking which raw keys came from which entry; the
+        # next query of each name refills it at the cost of one parse).
+        self.cache.on_invalidate.append(self.raw.clear)
 
     def start(self) -> None:
         self.sock.setblocking(False)
@@ -159,6 +154,9 @@ class BatchUDPServer:
                     self._slow(data, addr)
                     continue
             ln = len(out)
+            if ln > OUT_SLOT:  # cannot happen (answers are cut to our EDNS size); be safe anyway
+                self._sendto(out, self._sockaddr(i, namelen))
+                continue
             off = out_n * OUT_SLOT
             smv[off:off + ln] = out
             pack_into("Q", siov, out_n * 16 + 8, ln)
@@ -177,20 +175,12 @@ class BatchUDPServer:
         if e is None:
             return None
         e.hits += 1
-        p = e.p
-        if p.size > q.udp_limit:
-            return wire.truncated(data, q.qend, p)
-        out = data[:2] + (p.hdr_rd1 if data[2] & 1 else p.hdr_rd0) + data[12:q.qend] + p.tail
+        if e.size > q.udp_limit:
+            return wire.truncated(data, q.qend, e)
+        out = wire.splice(data, q, e)
         if len(self.raw) >= self.max_raw:
             self.raw.clear()
-            for x in entries.values():
-                x.raws = None
-        k = data[2:]
-        self.raw[k] = (out[2:], e)
-        if e.raws is None:
-            e.raws = [k]
-        else:
-            e.raws.append(k)
+        self.raw[data[2:]] = (out[2:], e)
         return out
 
     def _send(self, count: int) -> None:

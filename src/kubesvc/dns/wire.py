@@ -93,8 +93,11 @@ def parse_query(data: bytes) -> Question | None:
     if o + 11 + rdlen != n:
         return None
     udp = (data[o + 3] << 8) | data[o + 4]
+    # RFC 6891: what fits is the smaller of the client's size and ours
     if udp < CLASSIC_UDP:
         udp = CLASSIC_UDP
+    elif udp > EDNS_PAYLOAD:
+        udp = EDNS_PAYLOAD
     return Question(data[12:qn_end].lower() + data[qn_end:qend] + b"\x01", qend, udp)
 
 
@@ -107,8 +110,7 @@ def key_for(qname: dns.name.Name, qtype: int, qclass: int, edns: bool) -> bytes:
 class Prebuilt(NamedTuple):
     """A response rendered once, to be sent around any query's ID and question."""
 
-    hdr_rd0: bytes      # flags + 4 counts (10 bytes) for queries without RD
-    hdr_rd1: bytes      # same, RD set
+    hdr: bytes          # flags + 4 counts (10 bytes), RD clear (a query's RD is copied in)
     tail: bytes         # everything after the question
     rcode: int
     size: int           # total size of the response on the wire
@@ -126,21 +128,23 @@ def prebuild(response: dns.message.Message) -> Prebuilt:
     q = response.question[0]
     qlen = len(q.name.to_wire()) + 4
     hdr = wire[2:12]
-    hdr_rd0 = bytes([hdr[0] & ~_RD & 0xFF]) + hdr[1:]
-    hdr_rd1 = bytes([hdr[0] | _RD]) + hdr[1:]
-    return Prebuilt(hdr_rd0, hdr_rd1, wire[12 + qlen:], response.rcode(), len(wire), response.edns >= 0)
+    hdr = bytes([hdr[0] & ~_RD & 0xFF]) + hdr[1:]
+    return Prebuilt(hdr, wire[12 + qlen:], response.rcode(), len(wire), response.edns >= 0)
 
 
 def splice(data: bytes, q: Question, p: Prebuilt) -> bytes:
-    """The response to query ``data`` built from prebuilt ``p``."""
-    return data[:2] + (p.hdr_rd1 if data[2] & _RD else p.hdr_rd0) + data[12:q.qend] + p.tail
+    """The response to query ``data`` built from prebuilt ``p`` (or an answer cache Entry)."""
+    hdr = p.hdr
+    if data[2] & _RD:
+        hdr = bytes((hdr[0] | _RD,)) + hdr[1:]
+    return data[:2] + hdr + data[12:q.qend] + p.tail
 
 
 def truncated(data: bytes, qend: int, p: Prebuilt) -> bytes:
     """A TC=1 answer carrying only the question (and OPT): the client retries over TCP."""
-    flags0 = (p.hdr_rd1[0] if data[2] & _RD else p.hdr_rd0[0]) | 0x02
+    flags0 = p.hdr[0] | (data[2] & _RD) | 0x02
     counts = b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if p.edns else b"\x00\x00")
-    return data[:2] + bytes([flags0, p.hdr_rd0[1]]) + counts + data[12:qend] + (OPT_RR if p.edns else b"")
+    return data[:2] + bytes([flags0, p.hdr[1]]) + counts + data[12:qend] + (OPT_RR if p.edns else b"")
 
 
 def truncate_message(wire: bytes) -> bytes:
