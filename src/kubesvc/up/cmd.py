@@ -270,6 +270,9 @@ class Up:
         self.state.write(self.data_dir)
         if kind == "started":
             return
+        if kind == "slow":
+            console.print(f"[yellow]{comp.name}[/] {msg} (log: {comp.log_path})")
+            return
         style = "red" if kind in ("crashed", "killed") else "yellow"
         console.print(f"[{style}]{comp.name}[/] {msg} (log: {comp.log_path})")
 

@@ -62,13 +62,21 @@ class Supervisor:
         self._stopping = False
         self._on_event = on_event or (lambda kind, comp, msg: log.info("%s: %s", comp.name, msg))
 
-    async def start(self, comp: Component, ready_timeout: float = 60.0) -> None:
-        """Start comp and wait until it is ready (or raise if it dies or times out)."""
+    async def start(self, comp: Component, ready_timeout: float = 600.0, slow_after: float = 60.0) -> None:
+        """Start comp and wait until it is ready (or raise if it dies or times out).
+
+        A slow machine (or a VM without acceleration) can take minutes: past slow_after
+        it is reported once as slow, and given up on only after ready_timeout.
+        """
         self.components.append(comp)
         await self._spawn(comp)
         if comp.ready is not None:
-            deadline = time.monotonic() + ready_timeout
+            t0 = time.monotonic()
+            deadline, slow = t0 + ready_timeout, t0 + slow_after
             while True:
+                if slow and time.monotonic() > slow:
+                    slow = 0.0
+                    self._on_event("slow", comp, f"not ready after {slow_after:.0f}s; still waiting")
                 if not comp.running:
                     raise RuntimeError(f"{comp.name} exited with {comp.proc.returncode}; see {comp.log_path}")
                 try:

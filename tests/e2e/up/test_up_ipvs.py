@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.root,
 def world(tmp_path_factory):
     node = UpNode(tmp_path_factory.mktemp("up-ipvs"))
     try:
-        node.start(timeout=240)
+        node.start(timeout=900)
         deployment = (MANIFESTS / "myapp-deployment.yaml").read_text().replace("replicas: 3", "replicas: 2")
         node.kubectl("apply", "-f", "-", input=deployment)
         node.kubectl("apply", "-f", str(MANIFESTS / "myapp-svc.yaml"))
-        wait_for(lambda: len(node.endpoint_ips("myapp")) == 2, 180, "2 myapp endpoints")
+        wait_for(lambda: len(node.endpoint_ips("myapp")) == 2, 600, "2 myapp endpoints")
         yield node
     except BaseException:
         print(node.output(), node.logs())
