@@ -213,7 +213,7 @@ def warm(port: int, qfile: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- change latency
-async def change_latency(url: str, dns_port: int, count: int = 40) -> list[float]:
+async def change_latency(url: str, dns_port: int, count: int = 100) -> list[float]:
     out = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.05)
