@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -230,3 +231,60 @@ def test_servfail_for_cluster_names_until_synced(upstream):
         assert rrset_texts(query(d, "example.org."))[0].endswith("A 192.0.2.10")  # forwarding still works
     finally:
         d.stop()
+
+
+def test_truncation_and_tcp_retry(kdns, apiserver):
+    eps = "\n".join(f"- addresses: [10.244.50.{i}]\n  conditions: {{ready: true}}" for i in range(1, 61))
+    apiserver.kubectl("apply", "-f", "-", input=f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: big, namespace: default}}
+spec:
+  clusterIP: None
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: big-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: big}}
+addressType: IPv4
+ports: [{{name: http, port: 80, protocol: TCP}}]
+endpoints:
+{eps}
+""")
+    wait_answer(kdns, "big.default.svc.cluster.local.", lambda r: r.answer and len(r.answer[0]) == 60, timeout=10)
+    r = query(kdns, "big.default.svc.cluster.local.", edns=False)
+    assert r.flags & dns.flags.TC and not r.answer
+    out = dig(kdns, "+noedns", "big.default.svc.cluster.local.")
+    assert "Truncated, retrying in TCP mode" in out and "ANSWER: 60" in out
+
+
+def test_forwarded_answers_expire_from_the_cache(apiserver):
+    up = FakeUpstream({("short.example.org", "A"): ["192.0.2.20"]}, ttl=1)
+    d = DNSProcess(apiserver.url, upstream=up.addr).wait_ready()
+    try:
+        for _ in range(3):
+            assert rrset_texts(query(d, "short.example.org."))[0].endswith("A 192.0.2.20")
+        n = up.queries
+        time.sleep(1.3)
+        query(d, "short.example.org.")
+        assert up.queries == n + 1  # asked again once the 1 s TTL ran out
+    finally:
+        d.stop()
+        up.stop()
+
+
+def test_garbage_then_a_good_query(kdns):
+    import os
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(500):
+            s.sendto(os.urandom(i % 200 + 1), (kdns.host, kdns.port))
+        good = dns.message.make_query("redis.default.svc.cluster.local.", "A").to_wire()
+        for cut in range(12, len(good)):
+            s.sendto(good[:cut], (kdns.host, kdns.port))
+    assert kdns.proc.poll() is None
+    assert rrset_texts(query(kdns, "redis.default.svc.cluster.local.")) == \
+        ["redis.default.svc.cluster.local. 5 IN A 10.97.97.97"]
