@@ -114,16 +114,22 @@ class Handlers:
             rt, ns, name, sub, legacy_watch = self.parse(request)
             codec.check_acceptable(request.headers.get("Accept"))
             method = request.method
+            all_namespaces = rt.namespaced and ns is None
             if name is None:
                 if method == "GET":
                     if legacy_watch or _bool(request.query.get("watch")):
                         return await self.watch(request, rt, ns)
                     return await self.list(request, rt, ns)
+                if all_namespaces:
+                    # Only lists and watches span namespaces; writes name their namespace.
+                    raise method_not_allowed()
                 if method == "POST":
                     return await self.create(request, rt, ns)
                 if method == "DELETE":
                     return await self.delete_collection(request, rt, ns)
                 raise method_not_allowed()
+            if all_namespaces:
+                raise not_found_path()  # /api/v1/pods/NAME is no route in kube-apiserver either
             if legacy_watch:
                 return await self.watch(request, rt, ns, name)
             if sub == "scale":

@@ -290,3 +290,11 @@ def test_terminating_namespace_refuses_new_content(apiserver):
     while call(apiserver, "GET", ns + "/term")[0] != 404:
         assert _time.monotonic() < deadline, "namespace was not removed"
         _time.sleep(0.3)
+
+
+def test_namespaced_writes_need_a_namespace(apiserver):
+    status, err, _ = call(apiserver, "POST", "/api/v1/configmaps", cm("nowhere"))
+    assert status == 405 and err["reason"] == "MethodNotAllowed"
+    status, err, _ = call(apiserver, "GET", "/api/v1/configmaps/nowhere")
+    assert status == 404 and err["message"] == "the server could not find the requested resource"
+    assert call(apiserver, "GET", "/api/v1/configmaps")[0] == 200
