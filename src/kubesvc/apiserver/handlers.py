@@ -62,6 +62,15 @@ def dry_run(request: web.Request) -> bool:
     return bool(vals)
 
 
+def _int_param(q, name: str) -> int:
+    """An integer query parameter; 400 (not 500) when it is not one."""
+    raw = q.get(name) or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request(f'invalid {name}: strconv.ParseInt: parsing "{raw}": invalid syntax') from None
+
+
 def _partial(obj: dict) -> dict:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
 
@@ -274,7 +283,7 @@ class Handlers:
         meta: dict[str, Any] = {"resourceVersion": str(list_rev)}
         if start is not None:
             objs = [o for o in objs if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start]
-        limit = int(q.get("limit") or 0)
+        limit = _int_param(q, "limit")
         if limit > 0 and len(objs) > limit:
             last = objs[limit - 1]["metadata"]
             meta["continue"] = _encode_continue(last.get("namespace", ""), last["name"], list_rev)
@@ -370,7 +379,7 @@ class Handlers:
                 raise bad_request("the object provided is unrecognized (must be of type DeleteOptions)")
         q = request.query
         if "gracePeriodSeconds" in q:
-            opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            opts["gracePeriodSeconds"] = _int_param(q, "gracePeriodSeconds")
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]
         if "orphanDependents" in q:

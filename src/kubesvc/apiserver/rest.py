@@ -492,7 +492,9 @@ class Registry:
         grace = options.get("gracePeriodSeconds")
         if grace is None:
             grace = spec.get("terminationGracePeriodSeconds", 30)
-        grace = int(grace)
+        if not isinstance(grace, int) or isinstance(grace, bool):
+            raise bad_request("DeleteOptions in version \"v1\" cannot be handled as a DeleteOptions: json: cannot "
+                              "unmarshal string into Go struct field DeleteOptions.gracePeriodSeconds of type int64")
         if grace < 0:
             grace = 1
         cur = obj["metadata"].get("deletionGracePeriodSeconds")

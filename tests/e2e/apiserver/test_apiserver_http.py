@@ -298,3 +298,16 @@ def test_namespaced_writes_need_a_namespace(apiserver):
     status, err, _ = call(apiserver, "GET", "/api/v1/configmaps/nowhere")
     assert status == 404 and err["message"] == "the server could not find the requested resource"
     assert call(apiserver, "GET", "/api/v1/configmaps")[0] == 200
+
+
+def test_bad_query_parameters_are_400(apiserver):
+    assert call(apiserver, "GET", CMS + "?limit=abc")[0] == 400
+    assert call(apiserver, "GET", CMS + "?resourceVersion=abc")[0] == 400
+    assert call(apiserver, "GET", CMS + "?labelSelector=a%20in%20b")[0] == 400
+    assert call(apiserver, "GET", CMS + "?continue=garbage")[0] == 400
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gp"},
+           "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "busybox"}]}}
+    assert call(apiserver, "POST", PODS, pod)[0] == 201
+    assert call(apiserver, "DELETE", PODS + "/gp?gracePeriodSeconds=abc")[0] == 400
+    assert call(apiserver, "DELETE", PODS + "/gp", {"gracePeriodSeconds": "5"})[0] == 400
+    assert call(apiserver, "DELETE", PODS + "/gp", {"gracePeriodSeconds": 0})[0] == 200
