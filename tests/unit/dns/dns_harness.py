@@ -14,6 +14,7 @@ import subprocess
 import threading
 from typing import Callable
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -85,10 +86,16 @@ class ZoneServer:
 def query(server, name: str, rdtype: str = "A", tcp: bool = False, edns: bool = True,
           payload: int = 1232, timeout: float = 2.0) -> dns.message.Message:
     q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False, payload=payload)
-    q.flags |= 0  # RD is set by make_query, as dig does
-    if tcp:
-        return dns.query.tcp(q, server.host, port=server.port, timeout=timeout)
-    return dns.query.udp(q, server.host, port=server.port, timeout=timeout)
+    # RD is set by make_query, as dig does. UDP is retried like a stub resolver would:
+    # on a shared, loaded machine a datagram or a time slice can go missing.
+    for attempt in range(3):
+        try:
+            if tcp:
+                return dns.query.tcp(q, server.host, port=server.port, timeout=timeout)
+            return dns.query.udp(q, server.host, port=server.port, timeout=timeout)
+        except dns.exception.Timeout:
+            if attempt == 2:
+                raise
 
 
 def dig(server, *args: str) -> str:
