@@ -161,7 +161,9 @@ class EtcdStore(Store):
                 kv, prev = ev.kv, ev.prev_kv
                 self._seen(kv.mod_revision)
                 key = kv.key.decode()
-                prev_kv = KeyValue(key, bytes(prev.value), prev.create_revision, prev.mod_revision) if prev else None
+                # aetcd hands an empty KeyValue (mod_revision 0) for "no previous version".
+                prev_kv = (KeyValue(key, bytes(prev.value), prev.create_revision, prev.mod_revision)
+                           if prev is not None and prev.mod_revision else None)
                 if ev.kind == "DELETE":
                     value = prev_kv.value if prev_kv else b"{}"
                     create = prev_kv.create_revision if prev_kv else 0

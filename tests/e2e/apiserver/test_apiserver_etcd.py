@@ -86,6 +86,7 @@ def test_store_on_etcd(etcd):
             assert [(e.type, e.kv.key, e.kv.mod_revision) for e in events] == [
                 ("PUT", "/t/a", base + 2), ("PUT", "/t/b", base + 3), ("DELETE", "/t/b", base + 5)]
             assert events[0].prev.value == b"1" and events[2].kv.value == b"b"
+            assert events[1].prev is None and events[1].created  # a creation has no previous version
             # compaction: an old start revision is refused as etcd refuses it
             for i in range(10):
                 await s.create(f"/t/n{i}", b"v")
@@ -126,3 +127,5 @@ def test_kubectl_on_etcd(etcd, tmp_path):
             'namespace "on-etcd" deleted'
     finally:
         api.stop()
+    log = (tmp_path / "api" / "apiserver.log").read_text()
+    assert "Traceback" not in log, log[-3000:]

@@ -311,3 +311,9 @@ def test_bad_query_parameters_are_400(apiserver):
     assert call(apiserver, "DELETE", PODS + "/gp?gracePeriodSeconds=abc")[0] == 400
     assert call(apiserver, "DELETE", PODS + "/gp", {"gracePeriodSeconds": "5"})[0] == 400
     assert call(apiserver, "DELETE", PODS + "/gp", {"gracePeriodSeconds": 0})[0] == 200
+
+
+def test_zz_server_logged_no_tracebacks(apiserver):
+    """Runs last in this module: nothing above made the server log an unexpected error."""
+    log = (apiserver.data_dir / "apiserver.log").read_text()
+    assert "Traceback" not in log, log[-3000:]

@@ -426,3 +426,9 @@ def test_unknown_fields_warned(apiserver, tmp_path):
     assert 'Warning: unknown field "also"' in r.stderr and 'Warning: unknown field "bogus"' in r.stderr
     assert "bogus" not in apiserver.kubectl("get", "cm", "warned", "-o", "yaml").stdout
     apiserver.kubectl("delete", "cm", "warned")
+
+
+def test_zz_server_logged_no_tracebacks(apiserver):
+    """Runs last in this module: nothing above made the server log an unexpected error."""
+    log = (apiserver.data_dir / "apiserver.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
