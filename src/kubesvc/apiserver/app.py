@@ -310,7 +310,10 @@ async def _errors(request: web.Request, handler):
                                                 "the server does not allow this method on the requested resource"))
     except web.HTTPException:
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except ConnectionResetError:
+        # The client went away mid-request: nobody to answer, nothing to log.
+        return web.Response(status=499)
+    except asyncio.CancelledError:
         raise
     except Exception as err:
         log.exception("%s %s failed", request.method, request.path_qs)
