@@ -115,9 +115,9 @@ class UpNode:
     def from_client(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.topo.run(self.client_ns, cmd, check=check, timeout=timeout)
 
-    def kubesvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def kubesvc(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         p = subprocess.run(["ip", "netns", "exec", self.node_ns, *self.as_user, sys.executable, "-m",
-                            "kubesvc.cli", *args], capture_output=True, text=True, timeout=60)
+                            "kubesvc.cli", *args], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"kubesvc {' '.join(args)} failed ({p.returncode}):\n{p.stderr}{p.stdout}")
         return p

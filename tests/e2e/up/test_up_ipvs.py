@@ -55,9 +55,10 @@ def test_the_seed_loop_reaches_both_pods(world):
 
 
 def test_explain_reads_ipvsadm(world):
-    out = world.kubesvc("explain", "svc/myapp", "--data-dir", str(world.data_dir)).stdout
+    out = world.kubesvc("explain", "svc/myapp", "--data-dir", str(world.data_dir), timeout=600).stdout
     assert "proxy mode: ipvs" in out
     assert re.search(r"TCP\s+10\.99\.99\.99:80 rr", out), out
     assert re.search(rf"TCP\s+{re.escape(world.node_ip)}:30080 rr", out), out
-    data = json.loads(world.kubesvc("explain", "svc/myapp", "--data-dir", str(world.data_dir), "-o", "json").stdout)
+    data = json.loads(world.kubesvc("explain", "svc/myapp", "--data-dir", str(world.data_dir), "-o", "json",
+                                    timeout=600).stdout)
     assert all(e["rules"] for e in data["ports"][0]["endpoints"])
