@@ -18,13 +18,24 @@ class Entry:
 
     # The Prebuilt's fields are kept here directly (one object per answer, not two):
     # an Entry can be passed wherever a Prebuilt is expected.
-    __slots__ = ("hdr", "tail", "rcode", "size", "edns", "hits", "qtype", "negative")
+    __slots__ = ("hdr", "tail", "rcode", "size", "edns", "hits", "qtype", "negative", "tails", "turn")
 
-    def __init__(self, p: Prebuilt, qtype: int, negative: bool):
+    def __init__(self, p: Prebuilt, qtype: int, negative: bool, tails: tuple[bytes, ...] | None = None):
         self.hdr, self.tail, self.rcode, self.size, self.edns = p
+        # Rotations of a multi-address answer, served in turn (CoreDNS's loadbalance plugin,
+        # in the Corefile Kubernetes ships, reorders A/AAAA records per response).
+        self.tails = tails
+        self.turn = 0
         self.hits = 0
         self.qtype = qtype
         self.negative = negative
+
+    def next_tail(self) -> bytes:
+        tails = self.tails
+        if tails is None:
+            return self.tail
+        self.turn += 1
+        return tails[self.turn % len(tails)]
 
 
 class AnswerCache:
@@ -43,12 +54,13 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def put(self, key: bytes, p: Prebuilt, deps: set, negative: bool) -> Entry:
+    def put(self, key: bytes, p: Prebuilt, deps: set, negative: bool,
+            tails: tuple[bytes, ...] | None = None) -> Entry:
         if len(self.entries) >= self.max_entries:
             # Past the cap (e.g. a flood of random names) start over rather than track recency.
             self.clear()
         # the key ends with QTYPE, QCLASS (2 bytes each) and the EDNS byte
-        e = Entry(p, (key[-5] << 8) | key[-4], negative)
+        e = Entry(p, (key[-5] << 8) | key[-4], negative, tails)
         self._drop(key)
         self.entries[key] = e
         if negative:

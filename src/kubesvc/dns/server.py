@@ -70,7 +70,7 @@ class Resolver:
         e.hits += 1
         if e.size > q.udp_limit:
             return wire.truncated(data, q.qend, e)
-        return wire.splice(data, q, e)
+        return wire.splice(data, q, e, e.next_tail())
 
     def answer(self, data: bytes, proto: str, family: str = "1") -> Reply:
         """Any query over ``proto`` ("udp" | "tcp"); may return an awaitable when forwarding."""
@@ -88,7 +88,7 @@ class Resolver:
                 self.metrics.response(e.rcode, qtype, time.perf_counter() - t0)
                 if e.size > limit:
                     return wire.truncated(data, q.qend, e)
-                return wire.splice(data, q, e)
+                return wire.splice(data, q, e, e.next_tail())
         try:
             msg = dns.message.from_wire(data, ignore_trailing=False)
         except dns.message.BadEDNS:
@@ -182,12 +182,31 @@ class Resolver:
         if q is None:
             # An unusual query shape: answer it, but do not cache (the key would not match).
             return self._finish(self._render(msg, msg.question[0].name, qtype, r, edns), limit, qtype, t0)
-        p = wire.prebuild(self._render(msg, low, qtype, r, edns))
-        self.cache.put(q.key, p, r.deps, r.negative)
+        p = wire.prebuild(self._render(msg, low, qtype, r, edns), shuffle=False)
+        self.cache.put(q.key, p, r.deps, r.negative, self._rotations(msg, low, qtype, r, edns))
         self.metrics.response(p.rcode, qtype, time.perf_counter() - t0)
         if p.size > limit:
             return wire.truncated(data, q.qend, p)
         return wire.splice(data, q, p)
+
+    def _rotations(self, msg: dns.message.Message, low: dns.name.Name, qtype: int, r: Result,
+                   edns: bool) -> tuple[bytes, ...] | None:
+        """Up to 4 rotations of the first multi-address RRset, or None when there is nothing to rotate."""
+        idx = next((i for i, rr in enumerate(r.answer)
+                    if rr.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and len(rr) > 1), None)
+        if idx is None:
+            return None
+        rr = r.answer[idx]
+        items = list(rr)
+        tails = []
+        for k in range(min(len(items), 4)):
+            rot = dns.rrset.RRset(rr.name, rr.rdclass, rr.rdtype)
+            rot.update_ttl(rr.ttl)
+            for rd in items[k:] + items[:k]:
+                rot.add(rd)
+            rotated = Result(r.rcode, r.answer[:idx] + [rot] + r.answer[idx + 1:], r.additional, r.deps)
+            tails.append(wire.prebuild(self._render(msg, low, qtype, rotated, edns), shuffle=False).tail)
+        return tuple(tails)
 
     async def _chase(self, msg: dns.message.Message, qtype: int, r: Result, limit: int, t0: float) -> bytes:
         """An ExternalName whose target is outside the zone: CNAME + the upstream's answer."""

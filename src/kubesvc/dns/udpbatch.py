@@ -177,6 +177,8 @@ class BatchUDPServer:
         e.hits += 1
         if e.size > q.udp_limit:
             return wire.truncated(data, q.qend, e)
+        if e.tails is not None:
+            return wire.splice(data, q, e, e.next_tail())  # rotating: not pinned in the raw table
         out = wire.splice(data, q, e)
         if len(self.raw) >= self.max_raw:
             self.raw.clear()

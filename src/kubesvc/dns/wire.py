@@ -117,14 +117,14 @@ class Prebuilt(NamedTuple):
     edns: bool
 
 
-def prebuild(response: dns.message.Message) -> Prebuilt:
+def prebuild(response: dns.message.Message, shuffle: bool = True) -> Prebuilt:
     """Render a response (whose question is the lowercased query name) for splicing.
 
     dnspython compresses every owner name equal to the question into a pointer to
     offset 12; spliced after the query's own question, those names read back in
     the query's case.
     """
-    wire = response.to_wire(max_size=65535)
+    wire = response.to_wire(max_size=65535, want_shuffle=shuffle)
     q = response.question[0]
     qlen = len(q.name.to_wire()) + 4
     hdr = wire[2:12]
@@ -132,12 +132,12 @@ def prebuild(response: dns.message.Message) -> Prebuilt:
     return Prebuilt(hdr, wire[12 + qlen:], response.rcode(), len(wire), response.edns >= 0)
 
 
-def splice(data: bytes, q: Question, p: Prebuilt) -> bytes:
+def splice(data: bytes, q: Question, p: Prebuilt, tail: bytes | None = None) -> bytes:
     """The response to query ``data`` built from prebuilt ``p`` (or an answer cache Entry)."""
     hdr = p.hdr
     if data[2] & _RD:
         hdr = bytes((hdr[0] | _RD,)) + hdr[1:]
-    return data[:2] + hdr + data[12:q.qend] + p.tail
+    return data[:2] + hdr + data[12:q.qend] + (tail if tail is not None else p.tail)
 
 
 def truncated(data: bytes, qend: int, p: Prebuilt) -> bytes:

@@ -285,3 +285,11 @@ def test_the_portable_udp_server_answers_the_same():
         assert "udp: 4096" in dig(s, "redis.default.svc.cluster.local.")
     finally:
         s.stop()
+
+
+def test_multi_address_answers_rotate(srv):
+    name = "myapp-svc-headless.default.svc.cluster.local."
+    firsts = {query(srv, name).answer[0][0].address for _ in range(6)}
+    assert len(firsts) == 3  # every endpoint comes first in turn (CoreDNS loadbalance)
+    firsts = {query(srv, name, tcp=True).answer[0][0].address for _ in range(6)}
+    assert len(firsts) == 3
