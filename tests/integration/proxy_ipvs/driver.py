@@ -52,6 +52,11 @@ async def main(path: str) -> None:
                 (proxy.tracker.service_update if kind == "services" else proxy.tracker.slice_update)(obj)
             seen = objs
             await proxy.sync_once()
+            for _ in range(5):  # as ProxyServer's loop does: a failed sync is retried, from the kernel's state
+                if not dp._need_full:
+                    break
+                await asyncio.sleep(0.2)
+                await proxy.sync_once()
             with open(path + ".done.tmp", "w") as f:
                 f.write(f"synced {state['generation']}\n")
             os.replace(path + ".done.tmp", path + ".done")

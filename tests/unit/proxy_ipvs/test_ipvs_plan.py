@@ -60,7 +60,8 @@ def test_udp_nodeport_and_scheduler():
 
 def test_rules_follow_the_sets_in_use():
     text = render_rules({ipsets.CLUSTER_IP, ipsets.NODE_PORT_TCP}, "10.244.0.0/16")
-    assert "-m set --match-set KUBE-CLUSTER-IP dst,dst ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ" in text
+    assert ('-A KUBE-SERVICES ! -s 10.244.0.0/16 -m comment --comment "Kubernetes service cluster ip + port for '
+            'masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ') in text
     assert "-A KUBE-NODE-PORT -p tcp" in text and "KUBE-NODE-PORT-UDP" not in text.split("*filter")[0]
     assert "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000" in text
     assert text.count("COMMIT") == 2 and text.startswith("*nat\n")

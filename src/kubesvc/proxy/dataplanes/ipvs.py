@@ -176,11 +176,12 @@ def render_rules(nonempty: set[str], cluster_cidr: str | None) -> str:
         if name in nonempty:
             flt.append(f"-A {chain} {c(name)} -m set --match-set {name} {match} -j {target}")
     if ipsets.CLUSTER_IP in nonempty:
-        base = f"-A KUBE-SERVICES {c(ipsets.CLUSTER_IP)} -m set --match-set {ipsets.CLUSTER_IP}"
+        # written in iptables-save's own order (source match first), so the two read alike
+        match = f"{c(ipsets.CLUSTER_IP)} -m set --match-set {ipsets.CLUSTER_IP}"
         if cluster_cidr:  # off-cluster sources to a ClusterIP are masqueraded
-            nat.append(f"{base} dst,dst ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
+            nat.append(f"-A KUBE-SERVICES ! -s {cluster_cidr} {match} dst,dst -j KUBE-MARK-MASQ")
         else:  # node-originated traffic picks a VIP as source: masquerade that
-            nat.append(f"{base} src,dst -j KUBE-MARK-MASQ")
+            nat.append(f"-A KUBE-SERVICES {match} src,dst -j KUBE-MARK-MASQ")
     for name, masq in ((ipsets.EXTERNAL_IP, True), (ipsets.EXTERNAL_IP_LOCAL, False)):
         if name in nonempty:
             base = f"-A KUBE-SERVICES {c(name)} -m set --match-set {name} dst,dst"
