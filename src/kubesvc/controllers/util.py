@@ -29,8 +29,11 @@ def safe_encode_string(s: str) -> str:
     return "".join(SAFE_ALPHANUMS[b % len(SAFE_ALPHANUMS)] for b in s.encode())
 
 
-def fnv32a(data: bytes) -> int:
-    h = 0x811C9DC5
+FNV32_OFFSET = 0x811C9DC5
+
+
+def fnv32a(data: bytes, h: int = FNV32_OFFSET) -> int:
+    """FNV-1a, 32 bits; pass the previous result as `h` to keep hashing (hash.Hash32.Write)."""
     for b in data:
         h ^= b
         h = (h * 0x01000193) & 0xFFFFFFFF
@@ -46,15 +49,9 @@ def pod_template_hash(template: Mapping[str, Any], collision_count: int | None =
     JSON (sorted keys) of the template, so the hash is stable and shaped the same
     (`67b6dfcd8`), though not bit-identical to a real cluster's.
     """
-    data = orjson.dumps(_strip_empty(template), option=orjson.OPT_SORT_KEYS)
-    h = 0x811C9DC5
-    for b in data:
-        h ^= b
-        h = (h * 0x01000193) & 0xFFFFFFFF
+    h = fnv32a(orjson.dumps(_strip_empty(template), option=orjson.OPT_SORT_KEYS))
     if collision_count is not None:
-        for b in int(collision_count & 0xFFFFFFFF).to_bytes(4, "little") + b"\0\0\0\0":
-            h ^= b
-            h = (h * 0x01000193) & 0xFFFFFFFF
+        h = fnv32a(int(collision_count & 0xFFFFFFFF).to_bytes(4, "little") + b"\0\0\0\0", h)
     return safe_encode_string(str(h))
 
 

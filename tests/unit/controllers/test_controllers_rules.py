@@ -31,6 +31,9 @@ def test_pod_template_hash_is_stable_and_shaped():
     assert h == pod_template_hash({**tpl, "spec": {**tpl["spec"], "volumes": []}})
     assert 1 <= len(h) <= 10 and all(c in SAFE_ALPHANUMS for c in h)
     assert h != pod_template_hash(tpl, collision_count=1)
+    # Pinned: a different hash for the same template would roll out every Deployment
+    # again after an upgrade (new ReplicaSet names).
+    assert (h, pod_template_hash(tpl, collision_count=1)) == ("b78589dc9", "5bdff6dd94")
     assert h != pod_template_hash({**tpl, "metadata": {"labels": {"app": "other"}}})
 
 
