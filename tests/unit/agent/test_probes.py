@@ -78,11 +78,20 @@ async def test_worker_thresholds():
                     on_result=lambda k, ok, msg, changed: changed and flips.append(ok))
     w.start()
     try:
-        await asyncio.sleep(0.5)
+        # Waits until the flip, not a fixed time: a shared machine can take a second to
+        # fork the two failing probes the threshold needs.
+        await _until(lambda: flips, 10)
         assert flips == [False]
         open(flag, "w").close()
-        await asyncio.sleep(0.5)
+        await _until(lambda: len(flips) > 1, 10)
         assert flips == [False, True]
     finally:
         w.stop()
-        os.unlink(flag)
+        if os.path.exists(flag):
+            os.unlink(flag)
+
+
+async def _until(pred, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
