@@ -518,8 +518,9 @@ class PodWorker:
         if self.rec.ip and (self.sandbox_ready or self.rec.host_network):
             st["podIP"] = self.rec.ip
             st["podIPs"] = [{"ip": self.rec.ip}]
-        if self.sandbox_error and not self.sandbox_ready:
-            st["message"] = self.sandbox_error
+        # Status goes out as a JSON merge patch, where an absent key keeps the stored
+        # value: a message that no longer holds is sent as null to remove it.
+        st["message"] = self.sandbox_error if self.sandbox_error and not self.sandbox_ready else None
         return st
 
     def _publish(self) -> None:

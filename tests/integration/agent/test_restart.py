@@ -138,6 +138,9 @@ def test_pods_wait_for_the_node_ipam_pod_cidr(tmp_path):
         c.kubectl("patch", "node", n1.name, "-p", '{"spec":{"podCIDR":"10.244.7.0/24","podCIDRs":["10.244.7.0/24"]}}')
         pod = c.wait_pod("early", ready, what="Ready once the node has a pod CIDR")
         assert pod["status"]["podIP"].startswith("10.244.7.")
+        # The waiting message went with the wait (kubectl describe shows status.message).
+        assert "message" not in pod["status"], pod["status"]["message"]
         c.wait(lambda: c.node_ready(n1.name), 10, "node Ready")
     finally:
         c.close()
+
