@@ -59,8 +59,12 @@ class Informer(Generic[T]):
 
     def __init__(self, client: AsyncClient, resource: type[T], *, namespace: str | None = None,
                  labels: dict | None = None, fields: dict | None = None,
-                 retry_delay: float = 1.0, transform: Callable[[Any], Any] | None = None):
+                 retry_delay: float = 1.0, transform: Callable[[Any], Any] | None = None,
+                 chunk_size: int | None = None):
         self.client = client
+        # List in pages of this many objects (limit/continue), as client-go's reflector does:
+        # a big cluster's first list then never has to sit in memory whole.
+        self.chunk_size = chunk_size
         # Like client-go's SetTransform: applied to every object before it is cached or handed
         # to handlers, so a spoke can keep only what it needs (it must keep .metadata's
         # name, namespace and resourceVersion).
@@ -146,6 +150,8 @@ class Informer(Generic[T]):
         kwargs: dict[str, Any] = {}
         if _is_namespaced(self.resource):
             kwargs["namespace"] = self._ns_arg()
+        if self.chunk_size:
+            kwargs["chunk_size"] = self.chunk_size
         listing = self.client.list(self.resource, labels=self.labels, fields=self.fields, **kwargs)
         fresh: dict[Key, T] = {}
         async for obj in listing:

@@ -116,15 +116,17 @@ class ZoneFeeder:
     def __init__(self, client: AsyncClient, zone: ClusterZone, on_change: Callable[[set], None]):
         self.zone = zone
         self.on_change = on_change
-        self.informers: list[Informer] = [Informer(client, Namespace, transform=_lean_namespace),
-                                          Informer(client, Service, transform=_lean_service),
-                                          Informer(client, EndpointSlice, transform=_lean_slice)]
+        # Lists come in pages of 500 so the first one never sits in memory whole.
+        self.informers: list[Informer] = [
+            Informer(client, Namespace, transform=_lean_namespace, chunk_size=500),
+            Informer(client, Service, transform=_lean_service, chunk_size=500),
+            Informer(client, EndpointSlice, transform=_lean_slice, chunk_size=500)]
         ns_inf, svc_inf, es_inf = self.informers
         ns_inf.add_handler(on_add=self._ns_add, on_update=lambda o, n: self._ns_add(n), on_delete=self._ns_del)
         svc_inf.add_handler(on_add=self._svc_set, on_update=lambda o, n: self._svc_set(n), on_delete=self._svc_del)
         es_inf.add_handler(on_add=self._es_set, on_update=self._es_update, on_delete=self._es_del)
         if zone.pods_mode == "verified":
-            pod_inf = Informer(client, Pod, transform=_lean_pod)
+            pod_inf = Informer(client, Pod, transform=_lean_pod, chunk_size=500)
             pod_inf.add_handler(on_add=lambda p: self._pod(p, +1), on_update=self._pod_update,
                                 on_delete=lambda p: self._pod(p, -1))
             self.informers.append(pod_inf)

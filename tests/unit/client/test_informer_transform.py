@@ -37,3 +37,19 @@ async def test_transform_applies_to_list_and_watch(apiserver):
     finally:
         await inf.stop()
         await client.close()
+
+
+async def test_chunked_list_sees_every_object(apiserver):
+    for i in range(5):
+        apiserver.kubectl("create", "service", "clusterip", f"page-{i}", "--tcp=80:80")
+    client = make_client(server=apiserver.url)
+    inf = Informer(client, Service, chunk_size=2)  # several pages of limit/continue
+    inf.start()
+    try:
+        await inf.wait_synced(10)
+        names = {o.metadata.name for o in inf.list("default")}
+        assert {f"page-{i}" for i in range(5)} <= names
+        assert inf.get("kube-dns", "kube-system") is not None
+    finally:
+        await inf.stop()
+        await client.close()
