@@ -249,13 +249,33 @@ def is_conflict(err: Exception) -> bool:
     return isinstance(err, ApiError) and err.status.code in (409,)
 
 
-class LabelIndex:
+class _PairIndex:
+    """Object names by (namespace, key, value) pair: what LabelIndex (pairs = labels)
+    and SelectorIndex (pairs = selector) both keep."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str, str], set[str]] = {}
+
+    def _index(self, key: Key, pairs: dict) -> None:
+        for k, v in pairs.items():
+            self._pairs.setdefault((key[0], k, v), set()).add(key[1])
+
+    def _unindex(self, key: Key, pairs: dict) -> None:
+        for k, v in pairs.items():
+            names = self._pairs.get((key[0], k, v))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._pairs[(key[0], k, v)]
+
+
+class LabelIndex(_PairIndex):
     """Objects of an informer indexed by (namespace, label key, value): a selector's
     matches are found from its rarest pair instead of by walking the namespace
     (10,000 pods: a service sync reads its 10 pods, not 10,000)."""
 
     def __init__(self, informer: Informer):
-        self._pairs: dict[tuple[str, str, str], set[str]] = {}
+        super().__init__()
         self._labels: dict[Key, dict] = {}
         informer.add_handler(on_add=self._set, on_update=lambda _o, n: self._set(n), on_delete=self._del)
 
@@ -268,22 +288,13 @@ class LabelIndex:
         if old is not None:
             self._unindex(key, old)
         self._labels[key] = new
-        for k, v in new.items():
-            self._pairs.setdefault((key[0], k, v), set()).add(key[1])
+        self._index(key, new)
 
     def _del(self, obj: Any) -> None:
         key = ns_name(obj)
         old = self._labels.pop(key, None)
         if old is not None:
             self._unindex(key, old)
-
-    def _unindex(self, key: Key, labels: dict) -> None:
-        for k, v in labels.items():
-            names = self._pairs.get((key[0], k, v))
-            if names is not None:
-                names.discard(key[1])
-                if not names:
-                    del self._pairs[(key[0], k, v)]
 
     def select(self, namespace: str, selector: dict[str, str]) -> list[str]:
         """Names in namespace whose labels contain every pair of a (map) selector."""
@@ -299,13 +310,13 @@ class LabelIndex:
         return [n for n in sets[0] if all(n in s for s in sets[1:])]
 
 
-class SelectorIndex:
+class SelectorIndex(_PairIndex):
     """Objects with a map selector (Services) indexed by the pairs of their selector, to
     find the ones selecting a given label set without testing every one."""
 
     def __init__(self, informer: Informer, selector_of: Callable[[Any], dict | None]):
+        super().__init__()
         self.selector_of = selector_of
-        self._pairs: dict[tuple[str, str, str], set[str]] = {}
         self._selectors: dict[Key, dict] = {}
         informer.add_handler(on_add=self._set, on_update=lambda _o, n: self._set(n), on_delete=self._del)
 
@@ -319,8 +330,7 @@ class SelectorIndex:
             self._unindex(key, old)
         if new:
             self._selectors[key] = new
-            for k, v in new.items():
-                self._pairs.setdefault((key[0], k, v), set()).add(key[1])
+            self._index(key, new)
         else:
             self._selectors.pop(key, None)
 
@@ -329,14 +339,6 @@ class SelectorIndex:
         old = self._selectors.pop(key, None)
         if old:
             self._unindex(key, old)
-
-    def _unindex(self, key: Key, sel: dict) -> None:
-        for k, v in sel.items():
-            names = self._pairs.get((key[0], k, v))
-            if names is not None:
-                names.discard(key[1])
-                if not names:
-                    del self._pairs[(key[0], k, v)]
 
     def selecting(self, namespace: str, labels: dict[str, str] | None) -> list[str]:
         """Names in namespace whose selector every pair of is in labels."""
