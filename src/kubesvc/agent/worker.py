@@ -440,14 +440,35 @@ class PodWorker:
                 c.handle = None
         await self.teardown()
         log.info("pod %s/%s: stopped, network and state released", self.rec.namespace, self.rec.name)
-        if not self.gone:
+        await self._remove_api_object()
+
+    async def _remove_api_object(self) -> None:
+        """The last step of a graceful deletion: delete the object with grace 0, as kubelet
+        does once the containers are gone. Retried until it is done or a watch says the
+        object went, so an API server away at this moment does not leave the pod
+        Terminating for good (the watch resumes with no event that would bring us back)."""
+        md = self.pod.metadata
+        delay = 0.5
+        while not self.gone and self._still_listed():
             try:
-                await a.client.delete(Pod, md.name, namespace=md.namespace, grace_period=0)
+                await self.agent.client.delete(Pod, md.name, namespace=md.namespace, grace_period=0)
+                return
             except ApiError as err:
-                if err.status.code != 404:
-                    log.warning("deleting pod %s/%s: %s", md.namespace, md.name, err)
-            except Exception as err:
+                if err.status.code == 404:
+                    return
                 log.warning("deleting pod %s/%s: %s", md.namespace, md.name, err)
+            except Exception as err:
+                log.warning("deleting pod %s/%s: %s: %s", md.namespace, md.name, type(err).__name__, err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _still_listed(self) -> bool:
+        """The pod object by this name is still ours (not replaced under the same name)."""
+        pods = self.agent.pods
+        if pods is None:
+            return True
+        cur = pods.get(self.rec.name, self.rec.namespace)
+        return cur is not None and cur.metadata.uid == self.uid
 
     async def teardown(self) -> None:
         """Release the network and the state of this pod."""

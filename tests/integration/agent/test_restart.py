@@ -144,3 +144,32 @@ def test_pods_wait_for_the_node_ipam_pod_cidr(tmp_path):
     finally:
         c.close()
 
+
+def test_deletion_completes_across_an_apiserver_restart(one_node):
+    """The API server is away when a deleted pod's containers have stopped: the agent
+    removes the pod object once the server is back, instead of leaving it Terminating."""
+    c = one_node
+    n1 = c.nodes["node01"]
+    c.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: slowstop}}
+spec:
+  nodeName: {n1.name}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: stubborn
+    image: busybox
+    command: [sh, -c, 'trap "" TERM; sleep 3600 & wait; sleep 3600']
+""")
+    c.wait_pod("slowstop", ready, what="Ready")
+    c.kubectl("delete", "pod", "slowstop", "--wait=false")
+    c.wait(lambda: "slowstop: deletion requested" in n1.log_path.read_text(errors="replace"), 20,
+           "the agent to start stopping the pod")
+    c.api.stop()
+    # Grace period, SIGKILL, teardown: the agent's final delete finds no server.
+    c.wait(lambda: "pod default/slowstop: stopped" in n1.log_path.read_text(errors="replace"), 20,
+           "the agent to stop the pod's containers")
+    time.sleep(1)
+    c.api.start()
+    c.wait(lambda: c.get("pod", "slowstop") is None, 30, "the pod object removed after the API server is back")
