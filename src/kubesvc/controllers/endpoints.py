@@ -12,6 +12,7 @@ the user's to manage and are not touched.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from lightkube.resources.core_v1 import Endpoints
@@ -132,19 +133,29 @@ def desired_subsets(svc: Any, pods: list[Any]) -> list[dict]:
 
 
 def truncate(subsets: list[dict], limit: int = MAX_CAPACITY) -> tuple[list[dict], bool]:
-    """Keep at most `limit` addresses (ready first), as the controller does past 1000."""
-    total = sum(len(s.get("addresses", ())) + len(s.get("notReadyAddresses", ())) for s in subsets)
-    if total <= limit:
+    """Keep at most `limit` addresses past 1000, as kube's truncateEndpoints: every ready
+    address stays while they fit and the not-ready ones are cut; when even the ready ones
+    do not fit, only ready ones are kept. Each subset keeps its proportion of what is
+    cut (rounded up, the last one gets the rest)."""
+    total_ready = sum(len(s.get("addresses", ())) for s in subsets)
+    total_not_ready = sum(len(s.get("notReadyAddresses", ())) for s in subsets)
+    if total_ready + total_not_ready <= limit:
         return subsets, False
-    out, left = [], limit
-    for s in subsets:
+    cut_ready = total_ready > limit
+    field, room, total = ("addresses", limit, total_ready) if cut_ready \
+        else ("notReadyAddresses", limit - total_ready, total_not_ready)
+    left = room
+    out = []
+    for i, s in enumerate(subsets):
+        share = left if i == len(subsets) - 1 else min(left, math.ceil(len(s.get(field, ())) / total * room))
+        left -= share
         s = dict(s)
-        for field in ("addresses", "notReadyAddresses"):
-            if field in s:
-                s[field] = s[field][:left]
-                left -= len(s[field])
-                if not s[field]:
-                    del s[field]
+        s[field] = s.get(field, [])[:share]
+        if cut_ready:
+            s.pop("notReadyAddresses", None)
+        for f in ("addresses", "notReadyAddresses"):
+            if f in s and not s[f]:
+                del s[f]
         if "addresses" in s or "notReadyAddresses" in s:
             out.append(s)
     return out, True

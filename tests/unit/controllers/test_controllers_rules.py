@@ -280,3 +280,28 @@ async def test_event_spam_filter_allows_a_burst_of_25_per_object():
     await rec.stop()
     assert rec.dropped == 15
     assert any(e["involvedObject"]["name"] == "rs2" for e in api.created)
+
+
+def _addrs(prefix: str, n: int) -> list[dict]:
+    return [{"ip": f"{prefix}.{i // 250}.{i % 250}"} for i in range(n)]
+
+
+def test_endpoints_over_capacity_keep_every_ready_address_before_not_ready_ones():
+    # One port set with 10 ready and 995 not-ready pods, another with 50 ready ones:
+    # 1,005 addresses, 60 of them ready. kube's truncateEndpoints keeps all 60 ready
+    # ones and cuts the not-ready ones, in proportion per subset.
+    a = {"addresses": _addrs("10.1", 10), "notReadyAddresses": _addrs("10.2", 995), "ports": [{"port": 80}]}
+    b = {"addresses": _addrs("10.3", 50), "ports": [{"port": 81}]}
+    out, truncated = ep.truncate([a, b])
+    assert truncated
+    assert sum(len(s.get("addresses", ())) for s in out) == 60
+    assert sum(len(s.get("addresses", ())) + len(s.get("notReadyAddresses", ())) for s in out) == 1000
+    # More ready addresses than fit: only ready ones, shared out by subset size.
+    c = {"addresses": _addrs("10.4", 800), "notReadyAddresses": _addrs("10.5", 5), "ports": [{"port": 80}]}
+    d = {"addresses": _addrs("10.6", 400), "ports": [{"port": 81}]}
+    out, truncated = ep.truncate([c, d])
+    assert truncated
+    assert [len(s.get("addresses", ())) for s in out] == [667, 333]
+    assert not any(s.get("notReadyAddresses") for s in out)
+    small = [{"addresses": _addrs("10.7", 3), "ports": [{"port": 80}]}]
+    assert ep.truncate(small) == (small, False)
