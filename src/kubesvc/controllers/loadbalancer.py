@@ -73,9 +73,12 @@ class Pool:
     def assign(self, ip: str, key: tuple[str, str]) -> None:
         self.owner[ip] = key
 
-    def release_all(self, key: tuple[str, str]) -> None:
-        for ip in [ip for ip, k in self.owner.items() if k == key]:
+    def release_all(self, key: tuple[str, str]) -> list[str]:
+        """Free what key holds; returns the freed addresses."""
+        freed = [ip for ip, k in self.owner.items() if k == key]
+        for ip in freed:
             del self.owner[ip]
+        return freed
 
     def held_by(self, key: tuple[str, str]) -> list[str]:
         return sorted((ip for ip, k in self.owner.items() if k == key),
@@ -140,9 +143,10 @@ class LoadBalancerController(Controller):
             self.queue.add(ns_name(new))
 
     def _svc_deleted(self, svc: Any) -> None:
-        key = ns_name(svc)
-        self.pool.release_all(key)
-        self._retry_pending()
+        # Only freed addresses can help a pending service: no walk over every service
+        # (and no repeated AllocationFailed events) when one that held none goes.
+        if self.pool.release_all(ns_name(svc)):
+            self._retry_pending()
 
     def _retry_pending(self) -> None:
         """Addresses were freed: pending services may now get one."""
@@ -157,8 +161,7 @@ class LoadBalancerController(Controller):
             self.pool.release_all(key)
             return
         if not is_ours(svc):
-            had = self.pool.held_by(key)
-            self.pool.release_all(key)
+            had = self.pool.release_all(key)
             if svc.spec is not None and svc.spec.type != "LoadBalancer" and status_ips(svc):
                 await self._write_status(svc, [])
             if had:
