@@ -33,6 +33,17 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 
 
+def restart_backoff(current: float, ran: float, base: float) -> tuple[float, float]:
+    """(delay before this restart, the next one) after a run of `ran` seconds ended.
+
+    As kubelet's back-off: the first restart at once, then base (10s), doubling, up to
+    5 minutes; a run that lasted twice the maximum starts the sequence again.
+    """
+    if ran >= 2 * MAX_BACKOFF:
+        current = 0.0
+    return current, (min(MAX_BACKOFF, current * 2) if current else base)
+
+
 @dataclass
 class ContainerRun:
     """The live state of one container of a pod (the persisted part is `rec`)."""
@@ -397,13 +408,7 @@ class PodWorker:
         c.rec.last = {"exitCode": code, "reason": reason, "startedAt": c.rec.started_at,
                       "finishedAt": finished, "containerID": c.rec.container_id}
         c.rec.pid = c.rec.pid_start = c.rec.init_pid = 0
-        # Back-off as kubelet's: the first restart at once, then 10s, 20s, ... up to 5 minutes;
-        # a run that lasted twice the maximum starts the sequence again.
-        ran = time.monotonic() - c.ran_since
-        if ran >= 2 * MAX_BACKOFF:
-            c.backoff = 0.0
-        delay = c.backoff
-        c.backoff = min(MAX_BACKOFF, c.backoff * 2) if c.backoff else self.agent.backoff_base
+        delay, c.backoff = restart_backoff(c.backoff, time.monotonic() - c.ran_since, self.agent.backoff_base)
         c.restart_at = time.monotonic() + delay
         if self._should_start(c) and not self.terminating:
             if delay > 0:
