@@ -6,7 +6,7 @@ with publishNotReadyAddresses, which also keeps terminating pods); terminating p
 are left out otherwise. Named targetPorts are resolved per pod, and pods are packed
 into subsets by the ports they serve (RepackSubsets). The object is written only when
 its subsets or labels differ from what is stored; services without a selector are
-the user's to manage and are not touched.
+the user's to manage and are not touched; ExternalName services get none.
 """
 
 from __future__ import annotations
@@ -211,6 +211,12 @@ class EndpointsController(ServicePodsWiring, Controller):
             return
         if not has_selector(svc):
             return  # selector-less services: the user's Endpoints, left alone
+        if svc.spec.type == "ExternalName":
+            # No endpoints for a DNS alias, selector or not (kube, issues.k8s.io/105986);
+            # ones we made before the type changed go, as the slices do.
+            if current is not None:
+                await self._delete(current)
+            return
         pods = self.selected_pods(svc)
         subsets, truncated = truncate(desired_subsets(svc, pods))
         labels = desired_labels(svc)

@@ -194,6 +194,34 @@ subsets:
     assert slices(kube, "external-db") == []
 
 
+def test_external_name_service_gets_no_endpoints(kube):
+    # As kube (issues.k8s.io/105986): an ExternalName service gets neither Endpoints nor
+    # slices from the controllers, even with a selector; a ClusterIP twin with the same
+    # selector shows the pod was seen.
+    make_pod(kube, "ext-0", {"app": "ext"})
+    kube.set_pod(NS, "ext-0", "10.244.8.8", ready=True)
+    kube.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: ext-name, namespace: {NS}}}
+spec:
+  type: ExternalName
+  externalName: db.example.com
+  selector: {{app: ext}}
+""")
+    kube.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: ext-twin, namespace: {NS}}}
+spec:
+  selector: {{app: ext}}
+  ports: [{{port: 80}}]
+""")
+    wait_for(lambda: set(endpoints(kube, "ext-twin")["ready"]) == {"ext-0"}, 10, "the twin's endpoints")
+    assert kube.get(f"/api/v1/namespaces/{NS}/endpoints/ext-name") is None
+    assert slices(kube, "ext-name") == []
+
+
 def test_removing_the_service_removes_endpoints_and_slices(kube):
     kube.kubectl("delete", "service", "named", "-n", NS)
     wait_for(lambda: kube.get(f"/api/v1/namespaces/{NS}/endpoints/named") is None and not slices(kube, "named"),
