@@ -18,7 +18,7 @@ import logging
 import math
 from typing import Any
 
-from kubesvc.controllers.kinds import Deployment, ReplicaSet
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from kubesvc.controllers.kinds import ReplicaSet
+from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
