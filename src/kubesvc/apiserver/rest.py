@@ -87,7 +87,16 @@ def _content(obj: dict) -> dict:
 
 
 def _comparable(obj: dict) -> dict:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    """What decides whether an update is a no-op. managedFields count (a write that
+    only changes ownership, e.g. a server-side apply of the live values or kubectl's
+    client-side to server-side apply upgrade, is written as kube-apiserver writes it);
+    their timestamps do not (kube-apiserver keeps a manager's old time when its
+    fields did not change, so a repeated identical write stays a no-op)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    mf = meta.get("managedFields")
+    if mf:
+        meta["managedFields"] = [{k: v for k, v in e.items() if k != "time"} if isinstance(e, dict) else e
+                                 for e in mf]
     return {**obj, "metadata": meta}
 
 
