@@ -216,11 +216,14 @@ class Registry:
         strategy = strategy_for(rt.group, rt.kind)
         strategy.prepare_for_create(obj)
         strategy.default(obj)
+        # The field manager sees the object after the decoder's defaults and before the
+        # storage's (kube-apiserver: the create handler, then Store.Create's BeginCreate).
+        if manager and operation == "Update":
+            update_managed_fields(None, obj, manager, "Update", "")
+        strategy.default_for_storage(obj)
         errs = m.validate_object_meta(obj, rt.kind, rt.namespaced) + strategy.validate(obj)
         if errs:
             raise invalid(rt, name, errs)
-        if manager and operation == "Update":
-            update_managed_fields(None, obj, manager, "Update", "")
         finish = await self._admit(rt, "CREATE", obj, None)
         ok = False
         try:
@@ -396,6 +399,7 @@ class Registry:
         if subresource != "binding":
             strategy.prepare_for_update(new, old)
         strategy.default(new)
+        strategy.default_for_storage(new)
         if rt.kind in GENERATION_KINDS and _content(new) != _content(old):
             meta["generation"] = (old_meta.get("generation") or 1) + 1
         return new

@@ -207,7 +207,7 @@ def check_types(obj: dict) -> None:
 # -- defaulting ----------------------------------------------------------------------------
 
 def default_service(obj: dict) -> None:
-    """SetDefaults_Service plus the IP-family defaults kube-apiserver fills at allocation time."""
+    """SetDefaults_Service: the decoder's defaults (see default_service_storage for the rest)."""
     check_types(obj)
     spec = obj.get("spec")
     if spec is None:
@@ -238,10 +238,15 @@ def default_service(obj: dict) -> None:
         spec["allocateLoadBalancerNodePorts"] = True
     default_lb_ip_mode(obj)
 
+
+def default_service_storage(obj: dict) -> None:
+    """What the service REST storage fills after the field manager: NormalizeClusterIPs
+    and initIPFamilyFields (owned by no manager in a real cluster)."""
+    spec = obj.setdefault("spec", {})
     # NormalizeClusterIPs (create): an old client sets only the singular field.
     if spec.get("clusterIP") and not spec.get("clusterIPs"):
         spec["clusterIPs"] = [spec["clusterIP"]]
-    if stype == EXTERNAL_NAME:
+    if spec.get("type") == EXTERNAL_NAME:
         return
     _default_ip_families(obj)
 
@@ -789,6 +794,9 @@ class ServiceStrategy(Strategy):
 
     def default(self, obj: dict) -> None:
         default_service(obj)
+
+    def default_for_storage(self, obj: dict) -> None:
+        default_service_storage(obj)
 
     def validate(self, obj: dict) -> list[FieldError]:
         return validate_service(obj)

@@ -31,7 +31,13 @@ class Strategy:
         """Carry over everything but status for a /status update, in place."""
 
     def default(self, obj: dict) -> None:
-        """Fill defaults in place, as kube-apiserver's defaulting does."""
+        """Fill defaults in place, as kube-apiserver's decoder defaults them (SetDefaults_*).
+        The field manager sees the object after these: the writer owns what they fill."""
+
+    def default_for_storage(self, obj: dict) -> None:
+        """Fill what kube-apiserver's REST storage sets after the field manager (BeginCreate,
+        PrepareForCreate: a Service's ipFamilies/ipFamilyPolicy, clusterIPs), in place;
+        fields set here belong to no manager."""
 
     def validate(self, obj: dict) -> list[FieldError]:
         """Validation of a new object (metadata is validated generically)."""

@@ -30,6 +30,7 @@ def svc(name: str = "web", ns: str = "default", **spec) -> dict:
     o = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
     S.prepare_for_create(o)
     S.default(o)
+    S.default_for_storage(o)
     assert S.validate(o) == [], S.validate(o)
     return o
 
@@ -46,6 +47,7 @@ async def create(adm: ServiceAdmission, obj: dict, ok: bool = True) -> dict:
 async def update(adm: ServiceAdmission, old: dict, new: dict, ok: bool = True) -> dict:
     S.prepare_for_update(new, old)  # the API server's order: prepare, then default
     S.default(new)
+    S.default_for_storage(new)
     assert S.validate_update(new, old) == [], S.validate_update(new, old)
     finish = await adm.admit("UPDATE", new, old)
     finish(ok)
@@ -247,6 +249,7 @@ async def test_type_transitions():
     new["spec"]["externalName"] = "db.example.com"
     S.prepare_for_update(new, back)
     S.default(new)
+    S.default_for_storage(new)
     finish = await adm.admit("UPDATE", new, back)
     assert adm.ips.holder(ip) == "default/web"
     finish(True)
@@ -408,6 +411,7 @@ def test_admission_model(ops):
                     obj["spec"] = _spec_for(kind, ip, port)
                     S.prepare_for_update(obj, old)
                     S.default(obj)
+                    S.default_for_storage(obj)
                     if S.validate_update(obj, old):
                         continue  # refused by validation (e.g. a changed clusterIP)
                     finish = await adm.admit("UPDATE", obj, old)

@@ -26,6 +26,7 @@ def created(obj: dict) -> dict:
     obj = copy.deepcopy(obj)
     S.prepare_for_create(obj)
     S.default(obj)
+    S.default_for_storage(obj)
     return obj
 
 
@@ -37,6 +38,7 @@ def updated(old: dict, new: dict) -> tuple[dict, list[str]]:
     new = copy.deepcopy(new)
     S.prepare_for_update(new, old)  # the API server's order: prepare, then default
     S.default(new)
+    S.default_for_storage(new)
     return new, [str(e) for e in S.validate_update(new, old)]
 
 
