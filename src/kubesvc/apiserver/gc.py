@@ -1,8 +1,9 @@
 """What kube-controller-manager does inside kube-apiserver's process here: the
 garbage collector (ownerReferences, Background/Foreground/Orphan propagation),
 the namespace controller (a Terminating namespace loses its content, then goes),
-and pod grace-period expiry (a bound pod whose node never confirmed goes when
-its deletionTimestamp passes).
+and the pod GC controller's part of graceful deletion (a bound pod past its
+deletionTimestamp goes only when its node is missing or not Ready; on a Ready
+node the agent removes it once stopped, as the kubelet does).
 
 A single loop over the watch cache, woken by changes and by a 1 s tick; each
 pass works from a snapshot and writes through the registry with preconditions,
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _NS = by_kind("", "Namespace")
 _EVENT = by_kind("", "Event")
+_NODE = by_kind("", "Node")
 
 
 def _ts(value: str | None) -> float | None:
@@ -221,10 +223,21 @@ class GarbageCollector:
             return
         if rt.kind == "Pod" and not fins:
             deadline = _ts(md.get("deletionTimestamp"))
-            if deadline is not None and deadline <= now:
-                # The node never confirmed within the grace period.
+            if deadline is not None and deadline <= now and not self._node_can_confirm(o):
+                # Past its grace period on a node that is gone or not Ready: the pod
+                # GC controller's job. A Ready node's agent removes the pod itself once
+                # its containers have stopped (DELETE with gracePeriodSeconds=0).
                 await self.registry.force_delete(rt, md.get("namespace"), md["name"],
                                                  int(md["resourceVersion"]))
+
+    def _node_can_confirm(self, pod: dict) -> bool:
+        """Whether the pod's node is there and Ready, so its agent will confirm the deletion."""
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = self.cache.get(_NODE, None, node_name) if node_name else None
+        if node is None:
+            return False
+        conds = (node.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
     async def _namespace(self, ns: dict) -> None:
         name = ns["metadata"]["name"]
