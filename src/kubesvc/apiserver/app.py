@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -45,6 +46,46 @@ class Config:
     advertise_address: str = ""
     watch_history: int = 20000
     event_ttl: float = 3600.0
+
+
+def _interface_ipv4(name: str) -> str | None:
+    """An interface's IPv4 address (SIOCGIFADDR), or None when it has none."""
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def host_address() -> str:
+    """This host's address as kube-apiserver's ChooseHostInterface picks it: the
+    interface of the IPv4 default route, else the first non-loopback address, else
+    127.0.0.1. Read from /proc and ioctls (no netlink: pyroute2 cannot run under uvloop)."""
+    try:
+        with open("/proc/net/route") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        default = [r[0] for r in rows if len(r) > 2 and r[1] == "00000000"]
+        names = default + [n for _, n in socket.if_nameindex() if n not in default]
+    except OSError:
+        return "127.0.0.1"
+    for name in names:
+        ip = _interface_ipv4(name)
+        if ip and not ip.startswith("127."):
+            return ip
+    return "127.0.0.1"
+
+
+def advertise_address(cfg: Config) -> str:
+    """The address in the kubernetes Endpoints: --advertise-address, else the listen
+    host unless it is a wildcard (0.0.0.0, ::), else the host's own address."""
+    if cfg.advertise_address:
+        return cfg.advertise_address
+    if cfg.host and cfg.host not in ("0.0.0.0", "::"):
+        return cfg.host
+    return host_address()
 
 
 def make_store(cfg: Config) -> Store:
@@ -182,7 +223,7 @@ class APIServer:
         for msg in adm.repair(self.cache.list(svc_rt)) or []:
             log.warning("service allocation repair: %s", msg)
         self.registry.admission[("", "Service")] = adm
-        host = self.cfg.advertise_address or self.cfg.host
+        host = advertise_address(self.cfg)
         for obj in services.builtin_objects(host, self.cfg.port):
             api_version, kind = obj.get("apiVersion", "v1"), obj.get("kind", "")
             group = api_version.rpartition("/")[0]
@@ -190,8 +231,28 @@ class APIServer:
             if rt is None:
                 continue
             md = obj.get("metadata") or {}
-            if self.cache.get(rt, md.get("namespace"), md.get("name", "")) is None:
+            cur = self.cache.get(rt, md.get("namespace"), md.get("name", ""))
+            if cur is None:
                 await self._create_if_absent(rt, md.get("namespace"), obj)
+            elif kind in ("Endpoints", "EndpointSlice"):
+                await self._reconcile_endpoints(rt, cur, obj)
+
+    async def _reconcile_endpoints(self, rt, cur: dict, want: dict) -> None:
+        """The kubernetes service's endpoints follow this server's address and port across
+        restarts, as kube-apiserver's endpoint reconciler rewrites them at start-up."""
+        fields = ("subsets",) if rt.kind == "Endpoints" else ("addressType", "endpoints", "ports")
+        if all(cur.get(f) == want.get(f) for f in fields):
+            return
+
+        def fn(obj: dict) -> dict:
+            for f in fields:
+                obj[f] = want[f]
+            return obj
+        md = cur["metadata"]
+        try:
+            await self.registry.guaranteed_update(rt, md.get("namespace"), md["name"], fn, manager="kube-apiserver")
+        except StatusError as err:
+            log.error("could not update %s %s: %s", rt.kind, md["name"], err.message)
 
     async def _create_if_absent(self, rt, namespace, obj) -> None:
         try:

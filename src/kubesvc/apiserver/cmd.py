@@ -29,7 +29,7 @@ def parse_duration(text: str) -> float:
 @click.option("--service-cluster-ip-range", default="10.96.0.0/12", show_default=True)
 @click.option("--service-node-port-range", default="30000-32767", show_default=True)
 @click.option("--advertise-address", default="", help="Address of the API in the kubernetes Endpoints "
-              "(default: the listen host).")
+              "(default: the listen host; for 0.0.0.0 the host's default-route address, else 127.0.0.1).")
 @click.option("--watch-history", default=20000, show_default=True, type=int,
               help="Changes kept for watches resuming from an older resourceVersion (older: 410 Expired).")
 @click.option("--event-ttl", default="1h", show_default=True,
