@@ -158,7 +158,7 @@ def decode_body(request_ct: str | None, body: bytes, expected_kind: str) -> dict
                               'the body of the request was in an unknown format - accepted media types '
                               'include: application/json, application/yaml')
         try:
-            obj = protobuf.decode(body)
+            obj = protobuf.decode(body, expected_kind)
         except StatusError:
             raise
         except Exception as err:

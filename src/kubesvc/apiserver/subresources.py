@@ -67,7 +67,8 @@ async def scale(h: "Handlers", request: web.Request, rt: ResourceType, ns: str |
             new_scale = patching.merge_patch(cur_scale, patching.parse_apply(body))
         else:
             new_scale = patching.apply_patch(ct, cur_scale, body, SCALE_RT)
-        replicas = (new_scale.get("spec") or {}).get("replicas")
+        # Go omits a zero replicas (omitempty), so client-go scaling to 0 sends `spec: {}`.
+        replicas = (new_scale.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or replicas < 0:
             raise StatusError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
                               f'Invalid value: {replicas}: must be greater than or equal to 0',
