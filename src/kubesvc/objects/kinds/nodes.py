@@ -7,8 +7,30 @@ from kubesvc.objects.errors import FieldError, forbidden, invalid
 from kubesvc.objects.strategy import STRATEGIES, Strategy
 
 
+# NodeSystemInfo's string fields have no omitempty: Go writes them even when empty.
+_NODE_INFO_FIELDS = ("architecture", "bootID", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion",
+                     "kubeletVersion", "machineID", "operatingSystem", "osImage", "systemUUID")
+
+
 class NodeStrategy(Strategy):
     """registry/core/node.nodeStrategy."""
+
+    def default_for_storage(self, obj: dict) -> None:
+        # What kube-apiserver's Go types always serialise (struct fields, non-omitempty
+        # scalars): spec {}, status.daemonEndpoints.kubeletEndpoint.Port and nodeInfo.
+        obj.setdefault("spec", {})
+        status = obj.get("status")
+        if not isinstance(status, dict):
+            status = obj["status"] = {}
+        endpoints = status.setdefault("daemonEndpoints", {})
+        if isinstance(endpoints, dict):
+            kubelet = endpoints.setdefault("kubeletEndpoint", {})
+            if isinstance(kubelet, dict):
+                kubelet.setdefault("Port", 0)
+        info = status.setdefault("nodeInfo", {})
+        if isinstance(info, dict):
+            for f in _NODE_INFO_FIELDS:
+                info.setdefault(f, "")
 
     def validate(self, obj: dict) -> list[FieldError]:
         errs = []
