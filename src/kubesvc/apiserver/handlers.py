@@ -22,17 +22,13 @@ from kubesvc.apiserver.rest import Registry, _parse_rv
 from kubesvc.apiserver.watch import serve_watch
 from kubesvc.apiserver.watchcache import WatchCache
 from kubesvc.objects.errors import StatusError, bad_request, expired, method_not_allowed
+from kubesvc.objects import schema as _schema
 from kubesvc.objects.registry import ResourceType, by_plural
 from kubesvc.objects.selectors import parse_field_selector, parse_label_selector
 from kubesvc.objects.tables import to_table
 
 log = logging.getLogger(__name__)
 
-
-try:
-    from kubesvc.objects import schema as _schema
-except ImportError:  # pragma: no cover - written in parallel
-    _schema = None
 
 
 
@@ -188,8 +184,6 @@ class Handlers:
         wrong JSON type is a 400; unknown fields are refused under fieldValidation=Strict,
         reported as warnings under Warn (the default) and dropped under Warn and Ignore."""
         mode = field_validation(request)
-        if _schema is None:
-            return []
         msg = _schema.type_error(obj, rt)
         if msg:
             raise _schema.decode_error(rt, msg)
