@@ -158,8 +158,10 @@ def test_no_endpoints_is_refused_at_once(env):
         t0 = time.monotonic()
         r = lab.curl(ns, url)
         took = time.monotonic() - t0
-        assert r.returncode == 7, (url, r.returncode, r.stderr)  # ICMP port unreachable → refused
-        assert took < 1.5
+        # 7 = refused (IPVS answers ICMP port unreachable); a silent drop would end in 28 at --max-time 3.
+        # The bound on time is loose: a curl start alone takes a second or more under emulation.
+        assert r.returncode == 7, (url, r.returncode, r.stderr)
+        assert took < 2.9
 
 
 def test_other_ports_on_a_service_address_are_refused(env):

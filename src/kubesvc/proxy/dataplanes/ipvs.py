@@ -40,7 +40,7 @@ from kubesvc.proxy.dataplanes import ipset as ipsets
 from kubesvc.proxy.dataplanes.base import SyncResult
 from kubesvc.proxy.dataplanes.iptables import Backend
 from kubesvc.proxy.dataplanes.ipvs_netlink import (FLAG_PERSISTENT, FLAG_SOURCE_HASH, DUMMY_DEVICE, Dest,
-                                                   KernelVS, VSKey, VSSpec)
+                                                   VSKey, VSSpec)
 from kubesvc.proxy.model import DesiredState, ServiceEntry, ServicePortName
 
 log = logging.getLogger(__name__)
@@ -544,8 +544,9 @@ class IpvsDataPlane:
         t1 = time.perf_counter()
         errors: list[str] = []
         try:
-            # sets first (rules refer to them), then virtual servers, then the addresses that route into them
-            await ipsets.restore(ipsets.render_restore(pl.set_adds, {}, create=full))
+            # sets first, in one `ipset restore` as kube-proxy's syncIPSetEntries (rules refer to them),
+            # then virtual servers, then the addresses that route into them
+            await ipsets.restore(ipsets.render_restore(pl.set_adds, pl.set_dels, create=full))
             errors += await asyncio.to_thread(self._apply_netlink, pl)
             if nonempty is not None:
                 text = render_rules(nonempty, self.cluster_cidr)
@@ -556,7 +557,6 @@ class IpvsDataPlane:
             if full:
                 await self._ensure_jumps()
             errors += await asyncio.to_thread(self._apply_removals, pl)
-            await ipsets.restore(ipsets.render_restore({}, pl.set_dels, create=False))
         except Exception:
             self._need_full = True
             raise

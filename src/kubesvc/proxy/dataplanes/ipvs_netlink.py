@@ -4,11 +4,10 @@ Writes go over netlink in *batches*: many requests in one ``sendmsg`` (the kerne
 runs every message of a datagram in turn, ``netlink_rcv_skb``), with an ACK asked
 only for the last one, so errors come back tagged by sequence number. pyroute2
 resolves the IPVS generic-netlink family and creates the dummy device; the
-per-request messages are packed here with ``struct`` because pyroute2's
-request/response round trip per virtual server (one ``ipvs.service("add")`` is a
-full encode + send + wait) is what made 10,000 services slow, and because its
-``IPVSDest`` defaults to direct routing (fwd_method 3) where kube-proxy uses
-masquerade (0). Attribute numbers are the kernel's (include/uapi/linux/ip_vs.h).
+per-request messages are packed here with ``struct`` because pyroute2's IPVS
+API is one request/response round trip per call (30,000 for 10,000 services × 2
+endpoints), its ``IPVSDest`` defaults to direct routing (fwd_method 3) where
+kube-proxy uses masquerade (0), and its ``"update"`` command sends a delete. Attribute numbers are the kernel's (include/uapi/linux/ip_vs.h).
 
 Reads use ``/proc/net/ip_vs`` (one read lists every virtual server with its real
 servers, weights and connection counts, as ``ipvsadm -Ln`` does) and

@@ -1,0 +1,135 @@
+"""ipvs data plane sync times beside the iptables data plane (the anchor), in one run.
+
+Needs a kernel with IPVS, so run it inside the VM:
+
+    ../shared/tools/run-in-ipvs-vm.sh -C . -e PYTHONPATH=$PWD/src -- python3 bench/proxy_ipvs_sync.py
+
+For each size (1,000 and 10,000 services × 2 endpoints, ClusterIP services) and each
+data plane, in a fresh network namespace: a full sync from empty, a one-service
+change (one endpoint replaced: a partial sync), and a full resync with nothing
+changed (drift repair, re-reading the kernel). The iptables anchor uses
+iptables-legacy (iptables-nft takes minutes for 10,000 services; see
+docs/benchmarks.md) so the two are compared on the fast iptables. Medians of
+--repeat one-service changes are printed; the ratio is ipvs / iptables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+
+def desired_state(n: int, gen: int = 0):
+    from kubesvc.proxy.model import DesiredState, Endpoint, EndpointSet, ServiceEntry, ServicePort, ServicePortName
+    services = {}
+    for i in range(n):
+        spn = ServicePortName("bench", f"svc-{i}", "http")
+        cip = f"10.{96 + i // 65536}.{(i // 256) % 256}.{i % 256}"
+        a = 10 + (i * 2) % 60000
+        eps = [Endpoint(f"10.244.{a // 256 % 256}.{a % 256}", 8080, "n1", True),
+               Endpoint(f"10.244.{(a + 1) // 256 % 256}.{(a + 1) % 256}", 8080, "n1", True)]
+        services[spn] = ServiceEntry(ServicePort(spn, cip, 80), EndpointSet.categorize(eps))
+    return DesiredState(services, node_name="n1", node_ips=("192.168.99.1",))
+
+
+def change_one(desired, k: int):
+    """Replace one endpoint of service k: what a pod restart does."""
+    from kubesvc.proxy.model import DesiredState, Endpoint, EndpointSet, ServiceEntry
+    spn = list(desired.services)[k % len(desired.services)]
+    old = desired.services[spn]
+    eps = [old.endpoints.cluster[0], Endpoint(f"10.245.{k // 256 % 256}.{k % 256}", 8080, "n1", True)]
+    services = dict(desired.services)
+    services[spn] = ServiceEntry(old.port, EndpointSet.categorize(eps))
+    return DesiredState(services, node_name="n1", node_ips=desired.node_ips, changed=frozenset({spn}))
+
+
+async def measure(plane: str, n: int, repeat: int) -> dict:
+    from kubesvc.proxy.dataplanes.iptables import Backend, IptablesDataPlane
+    if plane == "ipvs":
+        from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
+        dp = IpvsDataPlane(Backend("legacy"))
+    else:
+        dp = IptablesDataPlane(Backend("legacy"))
+    d = desired_state(n)
+    t = time.perf_counter()
+    r = await dp.sync(d, full=True)
+    full = time.perf_counter() - t
+    full_parts = (r.compute_seconds, r.apply_seconds)
+    ones = []
+    for k in range(repeat):
+        d = change_one(d, k)
+        t = time.perf_counter()
+        await dp.sync(d)
+        ones.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    await dp.sync(d, full=True)
+    resync = time.perf_counter() - t
+    extra = {}
+    if plane == "ipvs":
+        extra["ipvs_virtual_servers"] = int(subprocess.run("ipvsadm -Ln | grep -c '^TCP'", shell=True,
+                                                           capture_output=True, text=True).stdout or 0)
+        extra["netlink_requests"] = dp._ipvs.nl.sent + dp._dummy.nl.sent
+    await dp.close()
+    return {"plane": plane, "services": n, "full_s": full, "full_compute_s": full_parts[0],
+            "full_apply_s": full_parts[1], "one_change_median_s": statistics.median(ones),
+            "one_change_max_s": max(ones), "resync_s": resync, **extra}
+
+
+def inner(args) -> None:
+    import uvloop
+    print(json.dumps(uvloop.run(measure(args.plane, args.services, args.repeat))), flush=True)
+
+
+def run_in_netns(plane: str, n: int, repeat: int) -> dict:
+    ns = f"ipvsbench-{os.getpid()}-{plane}-{n}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", "192.168.99.1/24", "dev", "lo"], check=True)
+        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner", "--plane", plane,
+                            "--services", str(n), "--repeat", str(repeat)],
+                           capture_output=True, text=True, timeout=3600)
+        if p.returncode != 0:
+            raise SystemExit(f"{plane} {n}: {p.stderr[-2000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inner", action="store_true")
+    ap.add_argument("--plane", default="ipvs")
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    if args.inner:
+        return inner(args)
+    print(f"kernel {os.uname().release}; each size in a fresh namespace; iptables anchor = iptables-legacy")
+    print(f"{'plane':9} {'services':>8} {'full s':>8} {'(compute':>9} {'apply)':>8} {'1-change ms':>12} "
+          f"{'max ms':>8} {'resync s':>9}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        rows = {}
+        for plane in ("iptables", "ipvs"):
+            r = rows[plane] = run_in_netns(plane, n, args.repeat)
+            print(f"{plane:9} {n:>8} {r['full_s']:>8.2f} {r['full_compute_s']:>9.2f} {r['full_apply_s']:>8.2f} "
+                  f"{r['one_change_median_s'] * 1000:>12.1f} {r['one_change_max_s'] * 1000:>8.1f} "
+                  f"{r['resync_s']:>9.2f}", flush=True)
+        a, b = rows["iptables"], rows["ipvs"]
+        print(f"  ratio ipvs/iptables at {n}: full {b['full_s'] / a['full_s']:.2f}x, one change "
+              f"{b['one_change_median_s'] / a['one_change_median_s']:.2f}x, resync {b['resync_s'] / a['resync_s']:.2f}x"
+              f"; ipvs virtual servers {b.get('ipvs_virtual_servers')}, netlink requests {b.get('netlink_requests')}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
