@@ -40,7 +40,9 @@ def world(tmp_path_factory):
 def test_up_runs_the_nftables_data_plane(world):
     assert "proxy mode nftables" in world.output()
     assert world.state()["proxy_mode"] == "nftables"
-    assert "10.99.99.99 . tcp . 80 : goto service-" in world.node("nft list table ip kube-proxy").stdout
+    # The endpoints reach the proxy's next sync (--min-sync-period 1s) a moment after the API has them.
+    wait_for(lambda: "10.99.99.99 . tcp . 80 : goto service-" in world.node("nft list table ip kube-proxy").stdout,
+             15, "myapp in the service-ips map")
 
 
 def test_the_seed_loop_reaches_both_pods(world):
