@@ -79,7 +79,8 @@ class PodWorker:
         self.sandbox_error = ""
         self.gone = False  # the API object is deleted
         self._wake = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_due = 0.0  # loop time self._timer fires at
         self.task: asyncio.Task | None = None
         self.done = asyncio.Event()
         inits = list(pod.spec.initContainers or [])
@@ -106,13 +107,18 @@ class PodWorker:
             return
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        pending = (self._timer is not None and not self._timer.cancelled()
-                   and self._timer.when() > loop.time())
-        if pending and self._timer.when() <= when:
-            return  # an earlier wake-up is already due
-        if self._timer is not None:
+        if self._timer is not None:  # set until it fires or is replaced
+            if self._timer_due <= when:
+                return  # an earlier wake-up is already due
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._wake.set)
+        # The due time is kept here: uvloop's call_at returns a plain Handle (no .when())
+        # for delays under a millisecond.
+        self._timer_due = when
+        self._timer = loop.call_at(when, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     @property
     def terminating(self) -> bool:
