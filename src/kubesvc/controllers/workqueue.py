@@ -50,7 +50,7 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._waiters: deque[asyncio.Future] = deque()
-        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._timers: dict[K, tuple[asyncio.Handle, float]] = {}  # key -> (timer, loop time due)
         self._shutting_down = False
 
     def __len__(self) -> int:
@@ -71,13 +71,15 @@ class WorkQueue(Generic[K]):
             self.add(key)
             return
         loop = asyncio.get_running_loop()
-        timer = self._timers.get(key)
+        pending = self._timers.get(key)
         due = loop.time() + delay
-        if timer is not None and timer.when() <= due:
-            return
-        if timer is not None:
-            timer.cancel()
-        self._timers[key] = loop.call_at(due, self._fire, key)
+        if pending is not None:
+            if pending[1] <= due:
+                return
+            pending[0].cancel()
+        # The due time is kept beside the handle: uvloop's call_at returns a plain Handle
+        # (no .when()) for delays under a millisecond.
+        self._timers[key] = (loop.call_at(due, self._fire, key), due)
 
     def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
@@ -116,8 +118,8 @@ class WorkQueue(Generic[K]):
 
     def shutdown(self) -> None:
         self._shutting_down = True
-        for t in self._timers.values():
-            t.cancel()
+        for timer, _due in self._timers.values():
+            timer.cancel()
         self._timers.clear()
         while self._waiters:
             fut = self._waiters.popleft()

@@ -51,6 +51,22 @@ async def test_workqueue_dedupes_and_excludes_in_flight():
     assert [await q.get(), await q.get(), await asyncio.wait_for(q.get(), 1)] == ["b", "a", "c"]
 
 
+def test_workqueue_add_after_under_a_millisecond_under_uvloop():
+    # kubesvc controllers runs on uvloop, whose call_at gives a plain Handle (no .when())
+    # for delays under 1 ms; a second add_after for the key raised AttributeError.
+    import uvloop
+
+    async def main() -> list:
+        q: WorkQueue = WorkQueue()
+        q.add_after("d", 0.0001)
+        q.add_after("d", 5)  # later than the pending one: ignored
+        q.add_after("e", 5)
+        q.add_after("e", 0.01)  # earlier: replaces it
+        return [await asyncio.wait_for(q.get(), 2), await asyncio.wait_for(q.get(), 2)]
+
+    assert uvloop.run(main()) == ["d", "e"]
+
+
 def _pod(name, ip, ready=True, labels=None, ports=None, terminating=False, hostname=None, subdomain=None,
          node="node1"):
     return Pod.from_dict({
