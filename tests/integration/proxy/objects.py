@@ -81,3 +81,48 @@ class FileFeed:
                 pass
             time.sleep(0.01)
         raise AssertionError(f"proxy did not program generation {self.generation} in {timeout}s")
+
+
+def standard_world(pods: list) -> list[dict]:
+    """The services every data plane's scenarios start from (the lab's three pods behind them):
+    web (NodePort 30080 + externalIP), lb (LoadBalancer 198.51.100.7), sticky (ClientIP affinity),
+    empty (no endpoints) and dns (UDP 53 to pod0)."""
+    p0, p1, p2 = pods
+    return [
+        service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
+        endpoint_slice("web", [p0, p1, p2]),
+        service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
+        endpoint_slice("lb", [p0, p1, p2]),
+        service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
+        endpoint_slice("sticky", [p0, p1, p2]),
+        service("empty", "10.96.10.13", type="NodePort", node_port=30083),
+        service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
+        endpoint_slice("dns", [p0], protocol="UDP"),
+    ]
+
+
+# The seed's NodePort service, as the end-to-end tests apply it with kubectl.
+SEED_SVC = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: myapp
+  namespace: default
+spec:
+  clusterIP: 10.99.99.99
+  type: NodePort
+  ports:
+  - port: 80
+    targetPort: 8080
+    nodePort: 30080
+"""
+
+
+def seed_slice(ips: list[str], name: str = "myapp-1", svc: str = "myapp") -> str:
+    """A manual EndpointSlice for SEED_SVC (no controllers in these tests), as JSON for `kubectl apply -f -`."""
+    return json.dumps({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "nodeName": "node1", "conditions": {"ready": True}} for ip in ips],
+    })

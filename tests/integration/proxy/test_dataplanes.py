@@ -1,4 +1,4 @@
-"""Service traffic through both data planes, in throw-away namespaces (root).
+"""Service traffic through the iptables and userspace data planes, in throw-away namespaces (root).
 
 A node namespace with three pods behind a bridge and a client namespace beside
 it (lab.py); the proxy runs inside the node namespace. What is asserted is what
@@ -8,61 +8,23 @@ timings, and iptables-save.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
-from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+from tests.integration.proxy.harness import DriverProxy, fed_lab
+from tests.integration.proxy.objects import endpoint_slice, service
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[3]
-
-
-class Proxy:
-    """The proxy process in the node namespace (driver.py until the API server lands)."""
-
-    def __init__(self, lab: ProxyLab, mode: str, state: Path):
-        self.lab, self.mode, self.state = lab, mode, state
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = self.lab.topo.popen(self.lab.node, [sys.executable, "-m", "tests.integration.proxy.driver",
-                                                        self.mode, str(self.state)], cwd=ROOT,
-                                        stderr=open(str(self.state) + ".log", "ab"))
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.fixture(scope="module", params=["iptables", "userspace"])
 def env(request, tmp_path_factory):
-    lab = ProxyLab().start()
-    state = tmp_path_factory.mktemp("proxy") / "state.json"
-    feed = FileFeed(state)
-    proxy = Proxy(lab, request.param, state)
-    state.write_text('{"generation": 0, "services": [], "slices": []}')
-    proxy.start()
-    p0, p1, p2 = lab.pods
-    feed.apply(
-        service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
-        endpoint_slice("web", [p0, p1, p2]),
-        service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
-        endpoint_slice("lb", [p0, p1, p2]),
-        service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
-        endpoint_slice("sticky", [p0, p1, p2]),
-        service("empty", "10.96.10.13", type="NodePort", node_port=30083),
-        service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
-        endpoint_slice("dns", [p0], protocol="UDP"),
-    )
-    yield lab, feed, proxy
-    lab.close()
+    with fed_lab(request.param, tmp_path_factory.mktemp("proxy") / "state.json") as env:
+        yield env
 
 
 ALL = {"pod0", "pod1", "pod2"}
@@ -120,7 +82,7 @@ def test_endpoint_removal_takes_effect_within_2s(env):
     lab, feed, _ = env
     p0, p1, p2 = lab.pods
     t0 = time.monotonic()
-    took = feed.apply(endpoint_slice("web", [p0, p1])) or 0
+    feed.apply(endpoint_slice("web", [p0, p1]))
     ok = wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 12), timeout=2)
     assert ok and time.monotonic() - t0 < 2.0
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == {"pod0", "pod1"}
@@ -260,7 +222,7 @@ def test_health_check_node_port_and_source_ranges(env):
 
 def test_switching_mode_removes_the_other_modes_rules(env):
     lab, feed, proxy = env
-    other = Proxy(lab, "userspace" if proxy.mode == "iptables" else "iptables", proxy.state)
+    other = DriverProxy(lab, "userspace" if proxy.mode == "iptables" else "iptables", proxy.state)
     proxy.kill9()
     other.start()
     try:

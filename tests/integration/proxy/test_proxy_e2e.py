@@ -9,43 +9,19 @@ client namespace is the oracle — the seed's
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.integration.proxy.harness import kubesvc_proxy
 from tests.integration.proxy.lab import NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.objects import SEED_SVC, seed_slice
 from tests.lib.cluster import APIServer
 
 pytestmark = pytest.mark.root
-
-SEED_SVC = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: myapp
-  namespace: default
-spec:
-  clusterIP: 10.99.99.99
-  type: NodePort
-  ports:
-  - port: 80
-    targetPort: 8080
-    nodePort: 30080
-"""
-
-
-def slice_yaml(name: str, svc: str, ips: list[str]) -> str:
-    return json.dumps({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [ip], "nodeName": "node1", "conditions": {"ready": True}} for ip in ips],
-    })
 
 
 @pytest.fixture(scope="module", params=["iptables", "userspace"])
@@ -58,12 +34,7 @@ def cluster(request, tmp_path_factory):
         log = open(api.data_dir / "proxy.log", "ab")
 
         def start_proxy() -> subprocess.Popen:
-            p = lab.topo.popen(lab.node, [sys.executable, "-m", "kubesvc.cli", "proxy", "--server", api.url,
-                                          "--mode", request.param, "--node-name", "node1",
-                                          "--min-sync-period", "100ms",
-                                          "--healthz-bind-address", "127.0.0.1:10256",
-                                          "--metrics-bind-address", "127.0.0.1:10249"],
-                               stdout=log, stderr=subprocess.STDOUT)
+            p = kubesvc_proxy(lab, api.url, request.param, log)
             procs.append(p)
             return p
 
@@ -79,7 +50,7 @@ ALL = {"pod0", "pod1", "pod2"}
 def test_seed_nodeport_transcript_and_lifecycle(cluster):
     lab, api, start_proxy, mode = cluster
     api.kubectl("apply", "-f", "-", input=SEED_SVC)
-    api.kubectl("apply", "-f", "-", input=slice_yaml("myapp-1", "myapp", [p.ip for p in lab.pods]))
+    api.kubectl("apply", "-f", "-", input=seed_slice([p.ip for p in lab.pods]))
     proxy = start_proxy()
     url = f"http://{NODE_IP}:30080/hostname.html"
     assert wait_for(lambda: set(lab.names(lab.client, url, 30)) == ALL, timeout=15), \
@@ -96,7 +67,7 @@ def test_seed_nodeport_transcript_and_lifecycle(cluster):
         assert name in metrics
 
     # endpoint removal is effective within 2 s of kubectl returning
-    api.kubectl("apply", "-f", "-", input=slice_yaml("myapp-1", "myapp", [lab.pods[0].ip, lab.pods[1].ip]))
+    api.kubectl("apply", "-f", "-", input=seed_slice([lab.pods[0].ip, lab.pods[1].ip]))
     t0 = time.monotonic()
     assert wait_for(lambda: "pod2" not in lab.names(lab.client, url, 10), timeout=2)
     assert time.monotonic() - t0 < 2
@@ -113,7 +84,7 @@ def test_seed_nodeport_transcript_and_lifecycle(cluster):
     assert wait_for(lambda: lab.curl(lab.client, url).returncode == 7, timeout=3)
 
     if mode == "iptables":
-        api.kubectl("apply", "-f", "-", input=slice_yaml("myapp-1", "myapp", [p.ip for p in lab.pods]))
+        api.kubectl("apply", "-f", "-", input=seed_slice([p.ip for p in lab.pods]))
         assert wait_for(lambda: set(lab.names(lab.client, url, 30)) == ALL, timeout=5)
         time.sleep(0.3)
         before = lab.topo.run(lab.node, "iptables-save").stdout

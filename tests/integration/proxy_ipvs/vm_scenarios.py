@@ -17,21 +17,19 @@ import difflib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.harness import fed_lab
 from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.environ.get("KUBESVC_IN_IPVS_VM") != "1",
                                  reason="runs inside the IPVS VM only (tests/integration/proxy_ipvs/test_ipvs_in_vm.py)")]
-ROOT = Path(__file__).resolve().parents[3]
 ALL = {"pod0", "pod1", "pod2"}
 
 
@@ -42,55 +40,12 @@ class SlowFeed(FileFeed):
         return super().flush(timeout)
 
 
-class Proxy:
-    """The ipvs data plane fed by driver.py in the node namespace."""
-
-    def __init__(self, lab: ProxyLab, state: Path):
-        self.lab, self.state = lab, state
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = self.lab.topo.popen(self.lab.node, [sys.executable, "-m", "tests.integration.proxy_ipvs.driver",
-                                                        str(self.state)], cwd=ROOT,
-                                        stderr=open(str(self.state) + ".log", "ab"))
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def log(self) -> str:
-        return Path(str(self.state) + ".log").read_text()
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     subprocess.run(["modprobe", "br_netfilter"], check=False)
-    lab = ProxyLab().start()
-    state = tmp_path_factory.mktemp("ipvs") / "state.json"
-    feed = SlowFeed(state)
-    proxy = Proxy(lab, state)
-    state.write_text('{"generation": 0, "services": [], "slices": []}')
-    proxy.start()
-    p0, p1, p2 = lab.pods
-    try:
-        feed.apply(
-            service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
-            endpoint_slice("web", [p0, p1, p2]),
-            service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
-            endpoint_slice("lb", [p0, p1, p2]),
-            service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
-            endpoint_slice("sticky", [p0, p1, p2]),
-            service("empty", "10.96.10.13", type="NodePort", node_port=30083),
-            service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
-            endpoint_slice("dns", [p0], protocol="UDP"),
-        )
-    except AssertionError:
-        print(proxy.log(), file=sys.stderr)
-        lab.close()
-        raise
-    yield lab, feed, proxy
-    print("---- proxy log ----\n" + proxy.log()[-4000:], file=sys.stderr)
-    lab.close()
+    with fed_lab("ipvs", tmp_path_factory.mktemp("ipvs") / "state.json", SlowFeed) as (lab, feed, proxy):
+        yield lab, feed, proxy
+        print("---- proxy log ----\n" + proxy.log()[-4000:], file=sys.stderr)
 
 
 def ipvsadm(lab: ProxyLab, *args: str) -> str:

@@ -2,75 +2,32 @@
 
 The proxy engineer's lab (tests/integration/proxy/lab.py): a node namespace with
 three pods behind a bridge and a client namespace beside it; the proxy (the real
-tracker, sync loop and nftables data plane, fed from a file by nft_driver.py)
+tracker, sync loop and nftables data plane, fed from a file by tests/integration/proxy/driver.py)
 runs in the node namespace. Asserted is what users see: curl answers, refusals,
 the source address a pod sees, timings, and `nft list` output.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
-from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+from tests.integration.proxy.harness import ROOT, fed_lab
+from tests.integration.proxy.objects import endpoint_slice, service
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[3]
 ALL = {"pod0", "pod1", "pod2"}
-
-
-class Proxy:
-    """The proxy process in the node namespace."""
-
-    def __init__(self, lab: ProxyLab, state: Path):
-        self.lab, self.state = lab, state
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = self.lab.topo.popen(self.lab.node, [sys.executable, "-m", "tests.integration.proxy_nft.nft_driver",
-                                                        str(self.state)], cwd=ROOT,
-                                        stderr=open(str(self.state) + ".log", "ab"))
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def log(self) -> str:
-        return Path(str(self.state) + ".log").read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    lab = ProxyLab().start()
-    try:
-        state = tmp_path_factory.mktemp("proxy_nft") / "state.json"
-        feed = FileFeed(state)
-        proxy = Proxy(lab, state)
-        state.write_text('{"generation": 0, "services": [], "slices": []}')
-        proxy.start()
-        p0, p1, p2 = lab.pods
-        feed.apply(
-            service("web", "10.96.10.10", type="NodePort", node_port=30080, external_ips=["203.0.113.10"]),
-            endpoint_slice("web", [p0, p1, p2]),
-            service("lb", "10.96.10.11", type="LoadBalancer", node_port=30081, lb_ip="198.51.100.7"),
-            endpoint_slice("lb", [p0, p1, p2]),
-            service("sticky", "10.96.10.12", type="NodePort", node_port=30082, affinity=600),
-            endpoint_slice("sticky", [p0, p1, p2]),
-            service("empty", "10.96.10.13", type="NodePort", node_port=30083),
-            service("dns", "10.96.10.14", port=53, target=8080, protocol="UDP"),
-            endpoint_slice("dns", [p0], protocol="UDP"),
-        )
-        yield lab, feed, proxy
-    finally:
-        lab.close()
+    with fed_lab("nftables", tmp_path_factory.mktemp("proxy_nft") / "state.json") as env:
+        yield env
 
 
 def nft(lab: ProxyLab, *args: str) -> str:
@@ -233,7 +190,7 @@ def test_kill9_keeps_traffic_and_restart_keeps_the_ruleset(env):
     assert dl.returncode == 0 and int(out) == size  # the kernel carried it without the proxy
     proxy.start()
     feed.flush()
-    assert without_expiry(nft(lab, "-s list ruleset")) == without_expiry(before), proxy.log()
+    assert without_expiry(nft(lab, "-s list ruleset")) == without_expiry(before), proxy.log()[-3000:]
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 40)) == ALL
 
 

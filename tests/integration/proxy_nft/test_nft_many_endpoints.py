@@ -8,28 +8,19 @@ pods are "many".
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
 from tests.integration.proxy.lab import ProxyLab
-from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+from tests.integration.proxy.harness import start_driver
+from tests.integration.proxy.objects import endpoint_slice, service
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_numgen_map_spreads_over_all_endpoints_and_hairpins(tmp_path):
     lab = ProxyLab().start()
     try:
-        state = tmp_path / "state.json"
-        feed = FileFeed(state)
-        state.write_text('{"generation": 0, "services": [], "slices": []}')
-        lab.topo.popen(lab.node, [sys.executable, "-m", "tests.integration.proxy_nft.nft_driver", str(state)],
-                       cwd=ROOT, env={**os.environ, "KUBESVC_TEST_VMAP_MIN": "2"},
-                       stderr=open(tmp_path / "proxy.log", "ab"))
+        feed, _ = start_driver(lab, "nftables", tmp_path / "state.json", env={"KUBESVC_TEST_VMAP_MIN": "2"})
         feed.apply(service("many", "10.96.20.10"), endpoint_slice("many", lab.pods))
         table = lab.topo.run(lab.node, "nft list table ip kube-proxy").stdout
         assert "dnat ip to numgen random mod 3 map { 0 : 10.244.1.10 . 8080, 1 : 10.244.1.11 . 8080, " in table, table

@@ -9,41 +9,14 @@ kube-proxy` shows the service.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
+from tests.integration.proxy.harness import kubesvc_proxy
 from tests.integration.proxy.lab import NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.objects import SEED_SVC, seed_slice
 from tests.lib.cluster import APIServer
 
 pytestmark = pytest.mark.root
-
-SEED_SVC = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: myapp
-  namespace: default
-spec:
-  clusterIP: 10.99.99.99
-  type: NodePort
-  ports:
-  - port: 80
-    targetPort: 8080
-    nodePort: 30080
-"""
-
-
-def slice_json(ips: list[str]) -> str:
-    return json.dumps({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "myapp-1", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "myapp"}},
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [ip], "nodeName": "node1", "conditions": {"ready": True}} for ip in ips],
-    })
 
 
 def test_seed_nodeport_through_nftables(tmp_path):
@@ -52,13 +25,9 @@ def test_seed_nodeport_through_nftables(tmp_path):
     try:
         api.start()
         log = open(tmp_path / "proxy.log", "ab")
-        lab.topo.popen(lab.node, [sys.executable, "-m", "kubesvc.cli", "proxy", "--server", api.url,
-                                  "--mode", "nftables", "--node-name", "node1", "--min-sync-period", "100ms",
-                                  "--healthz-bind-address", "127.0.0.1:10256",
-                                  "--metrics-bind-address", "127.0.0.1:10249"],
-                       stdout=log, stderr=subprocess.STDOUT)
+        kubesvc_proxy(lab, api.url, "nftables", log)
         api.kubectl("apply", "-f", "-", input=SEED_SVC)
-        api.kubectl("apply", "-f", "-", input=slice_json([p.ip for p in lab.pods]))
+        api.kubectl("apply", "-f", "-", input=seed_slice([p.ip for p in lab.pods]))
         url = f"http://{NODE_IP}:30080/hostname.html"
         all_pods = {p.name for p in lab.pods}
         assert wait_for(lambda: set(lab.names(lab.client, url, 30)) == all_pods, timeout=15), \
