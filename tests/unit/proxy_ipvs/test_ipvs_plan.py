@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from kubesvc.proxy.dataplanes.base import changed_services
 from kubesvc.proxy.dataplanes import ipset as ipsets
 from kubesvc.proxy.dataplanes.iptables import Backend
 from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane, render_rules, service_contribution
@@ -78,7 +79,7 @@ def plan_for(dp: IpvsDataPlane, *entries: ServiceEntry, full: bool = True):
     desired = DesiredState({e.port.name: e for e in entries}, node_ips=NODE)
     tv, ta, ts = set(), set(), {}
     dp._node_addrs = NODE
-    dp._update_contributions(desired, dp._changed(desired, True), tv, ta, ts)
+    dp._update_contributions(desired, changed_services(desired, dp._applied, True), tv, ta, ts)
     if full:
         tv |= set(dp._k_vs)
     return dp.plan(tv, ta, ts, full)

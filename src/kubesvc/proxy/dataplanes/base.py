@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kubesvc.proxy.model import DesiredState
+from kubesvc.proxy.model import DesiredState, ServiceEntry, ServicePortName
 
 
 @dataclass
@@ -18,6 +18,21 @@ class SyncResult:
     compute_seconds: float = 0.0
     apply_seconds: float = 0.0   # the kernel transaction (iptables-restore)
     other_seconds: float = 0.0   # housekeeping (jump rules, hint chain) on full syncs
+
+
+def changed_services(desired: DesiredState, applied: dict[ServicePortName, ServiceEntry],
+                     full: bool) -> set[ServicePortName]:
+    """The service ports whose entry differs from what was last applied.
+
+    On an incremental sync the tracker's hint (desired.changed, plus what disappeared) bounds
+    the walk; a full one compares every service. Entries are immutable: an unchanged one is
+    usually the same object, which saves the deep comparison."""
+    new = desired.services
+    if desired.changed is not None and not full:
+        candidates = desired.changed | (applied.keys() - new.keys())
+    else:
+        candidates = new.keys() | applied.keys()
+    return {spn for spn in candidates if new.get(spn) is not applied.get(spn) and new.get(spn) != applied.get(spn)}
 
 
 class DataPlane(Protocol):

@@ -30,7 +30,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from kubesvc.proxy.dataplanes.base import SyncResult
+from kubesvc.proxy.dataplanes.base import SyncResult, changed_services
 from kubesvc.proxy.model import (DesiredState, Endpoint, ServiceEntry, ServicePortName,
                                  endpoint_hash, port_proto_hash)
 
@@ -444,17 +444,7 @@ class IptablesDataPlane:
 
     async def ensure_jumps(self) -> None:
         """The built-in chains' jumps into ours (added once, checked on full syncs)."""
-        for table, chain, spec in JUMPS:
-            args = _split(spec)
-            check = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-C", chain,
-                                                         *args, stdout=asyncio.subprocess.DEVNULL,
-                                                         stderr=asyncio.subprocess.DEVNULL)
-            if await check.wait() != 0:
-                ins = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-I",
-                                                           chain, *args, stderr=asyncio.subprocess.PIPE)
-                _, err = await ins.communicate()
-                if ins.returncode != 0:
-                    raise RuntimeError(f"{self.backend.iptables} -t {table} -I {chain}: {err.decode().strip()}")
+        await ensure_jumps(self.backend, JUMPS)
 
     async def ensure_hint(self) -> None:
         """Leave KUBE-IPTABLES-HINT in mangle so later detection picks this backend again."""
@@ -467,17 +457,10 @@ class IptablesDataPlane:
         """Update per-service rules for what changed; returns (full, changed, old rules)."""
         full = full or self._need_full
         new, old = desired.services, self._applied
-        if desired.changed is not None and not full:
-            # the tracker's hint (checked against what we applied): no walk over every service
-            candidates = desired.changed | (old.keys() - new.keys())
-        else:
-            candidates = new.keys() | old.keys()
-        changed = set()
-        for spn in candidates:
+        changed = changed_services(desired, old, full)
+        for spn in changed:
             a, b = new.get(spn), old.get(spn)
-            if a is not b and a != b:
-                changed.add(spn)
-                self._endpoints += (len(a.endpoints.all) if a else 0) - (len(b.endpoints.all) if b else 0)
+            self._endpoints += (len(a.endpoints.all) if a else 0) - (len(b.endpoints.all) if b else 0)
         large = self._endpoints > LARGE_CLUSTER_ENDPOINTS
         if large != self.large:
             # every endpoint rule changes shape: rewrite everything once
@@ -590,6 +573,23 @@ class IptablesDataPlane:
 def _split(spec: str) -> list[str]:
     import shlex
     return shlex.split(spec)
+
+
+async def ensure_jumps(backend: Backend, jumps: list[tuple[str, str, str]], strict: bool = True) -> None:
+    """Insert each (table, chain, rule spec) jump that `iptables -C` does not find (kube-proxy's
+    ensureChain/ensureRule pair); shared by the iptables, ipvs and userspace modes. With
+    `strict` a failed insert raises, with the tool's message."""
+    for table, chain, spec in jumps:
+        args = _split(spec)
+        check = await asyncio.create_subprocess_exec(backend.iptables, "-w", "5", "-t", table, "-C", chain,
+                                                     *args, stdout=asyncio.subprocess.DEVNULL,
+                                                     stderr=asyncio.subprocess.DEVNULL)
+        if await check.wait() != 0:
+            ins = await asyncio.create_subprocess_exec(backend.iptables, "-w", "5", "-t", table, "-I", chain,
+                                                       *args, stderr=asyncio.subprocess.PIPE if strict else None)
+            _, err = await ins.communicate()
+            if strict and ins.returncode != 0:
+                raise RuntimeError(f"{backend.iptables} -t {table} -I {chain}: {err.decode().strip()}")
 
 
 def available() -> bool:

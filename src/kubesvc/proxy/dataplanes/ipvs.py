@@ -37,8 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kubesvc.proxy.dataplanes import ipset as ipsets
-from kubesvc.proxy.dataplanes.base import SyncResult
-from kubesvc.proxy.dataplanes.iptables import Backend
+from kubesvc.proxy.dataplanes.base import SyncResult, changed_services
+from kubesvc.proxy.dataplanes.iptables import Backend, ensure_jumps
 from kubesvc.proxy.dataplanes.ipvs_netlink import (FLAG_PERSISTENT, FLAG_SOURCE_HASH, DUMMY_DEVICE, Dest,
                                                    VSKey, VSSpec)
 from kubesvc.proxy.model import DesiredState, ServiceEntry, ServicePortName
@@ -284,14 +284,6 @@ class IpvsDataPlane:
         self.last_plan = Plan()
 
     # -- desired-side bookkeeping -----------------------------------------------------
-    def _changed(self, desired: DesiredState, full: bool) -> set[ServicePortName]:
-        new, old = desired.services, self._applied
-        if desired.changed is not None and not full:
-            candidates = desired.changed | (old.keys() - new.keys())
-        else:
-            candidates = new.keys() | old.keys()
-        return {spn for spn in candidates if new.get(spn) is not old.get(spn) and new.get(spn) != old.get(spn)}
-
     def _update_contributions(self, desired: DesiredState, changed: set[ServicePortName],
                               touched_vs: set[VSKey], touched_addrs: set[str],
                               touched_sets: dict[str, set[str]]) -> None:
@@ -490,20 +482,6 @@ class IpvsDataPlane:
                 out += [f"-X {ch}" for ch in shared]
         return nat, flt
 
-    async def _ensure_jumps(self) -> None:
-        import shlex
-        for table, chain, spec in JUMPS:
-            args = shlex.split(spec)
-            check = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-C",
-                                                         chain, *args, stdout=asyncio.subprocess.DEVNULL,
-                                                         stderr=asyncio.subprocess.DEVNULL)
-            if await check.wait() != 0:
-                ins = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-I",
-                                                           chain, *args, stderr=asyncio.subprocess.PIPE)
-                _, err = await ins.communicate()
-                if ins.returncode != 0:
-                    raise RuntimeError(f"{self.backend.iptables} -t {table} -I {chain}: {err.decode().strip()}")
-
     # -- the duty ---------------------------------------------------------------------------
     async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
         async with self._lock:
@@ -515,7 +493,7 @@ class IpvsDataPlane:
         full = full or self._need_full
         if not self._initialized:
             await asyncio.to_thread(self._init_kernel)
-        changed = self._changed(desired, full)
+        changed = changed_services(desired, self._applied, full)
         if full:
             addrs = tuple(await asyncio.to_thread(nl.node_addresses))
             if addrs != self._node_addrs:
@@ -555,7 +533,7 @@ class IpvsDataPlane:
                     await self._iptables(text, *extra)
                     self._rules_text = text
             if full:
-                await self._ensure_jumps()
+                await ensure_jumps(self.backend, JUMPS)
             errors += await asyncio.to_thread(self._apply_removals, pl)
         except Exception:
             self._need_full = True

@@ -39,7 +39,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from kubesvc.proxy.dataplanes.base import SyncResult
+from kubesvc.proxy.dataplanes.base import SyncResult, changed_services
 from kubesvc.proxy.dataplanes.nft_rules import (BASE_CHAINS, BASE_RULES, FAMILY, MAPS, SETS, STATIC_CHAINS,
                                                 STATIC_COMMENTS, TABLE, ServiceNft,
                                                 is_service_chain, service_nft)
@@ -144,12 +144,8 @@ class NftablesDataPlane:
     def compute(self, desired: DesiredState, full: bool) -> tuple[bool, set[ServicePortName], dict]:
         """Recompute changed services; returns (full, changed, their previous ServiceNft)."""
         full = full or self._need_full
-        new, old = desired.services, self._applied
-        if desired.changed is not None and not full:
-            candidates = desired.changed | (old.keys() - new.keys())
-        else:
-            candidates = new.keys() | old.keys()
-        changed = {spn for spn in candidates if new.get(spn) != old.get(spn)}
+        new = desired.services
+        changed = changed_services(desired, self._applied, full)
         previous: dict[ServicePortName, ServiceNft] = {}
         for spn in changed:
             before = self._nft.pop(spn, None)

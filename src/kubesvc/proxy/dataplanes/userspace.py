@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 
 from kubesvc.proxy.dataplanes.base import SyncResult
-from kubesvc.proxy.dataplanes.iptables import Backend, _q, _split
+from kubesvc.proxy.dataplanes.iptables import Backend, _q, ensure_jumps
 from kubesvc.proxy.dataplanes.relay import Balancer, TcpRelay, UdpRelay
 from kubesvc.proxy.model import DesiredState, Endpoint, ServiceEntry, ServicePortName
 
@@ -188,15 +187,7 @@ class UserspaceDataPlane:
                 raise RuntimeError(f"{self.backend.restore}: {err.decode().strip()[:2000]}")
             self.last_restore_input = text
         if not self._jumps_ok:
-            for table, chain, spec in JUMPS:
-                args = _split(spec)
-                c = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table, "-C",
-                                                         chain, *args, stdout=asyncio.subprocess.DEVNULL,
-                                                         stderr=asyncio.subprocess.DEVNULL)
-                if await c.wait() != 0:
-                    i = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", table,
-                                                             "-I", chain, *args)
-                    await i.wait()
+            await ensure_jumps(self.backend, JUMPS, strict=False)
             self._jumps_ok = True
 
     async def close(self) -> None:
