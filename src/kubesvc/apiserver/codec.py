@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 
 from kubesvc.objects.errors import StatusError, bad_request
+from kubesvc.objects.patch import go_json_error
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -88,57 +89,6 @@ def error_response(err: StatusError) -> web.Response:
     return web.Response(body=orjson.dumps(err.status()), status=err.code, content_type=JSON)
 
 
-def _go_json_error(err: json.JSONDecodeError, body: bytes) -> str:
-    """Python's JSON error as Go's encoding/json words it."""
-    pos = err.pos
-    text = body.decode("utf-8", "replace")
-    if pos >= len(text.rstrip()):
-        return "unexpected end of JSON input"
-    ch = text[pos]
-    msg = err.msg
-    if msg.startswith("Expecting value"):
-        ctx = "looking for beginning of value"
-    elif msg.startswith("Expecting property name"):
-        ctx = "looking for beginning of object key string"
-    elif msg.startswith("Expecting ':'"):
-        ctx = "after object key"
-    elif msg.startswith("Expecting ','"):
-        ctx = "after object key:value pair" if _in_object(text, pos) else "after array element"
-    elif msg.startswith("Extra data"):
-        ctx = "after top-level value"
-    else:
-        ctx = "in string literal"
-    return f"invalid character {_go_char(ch)} {ctx}"
-
-
-def _in_object(text: str, pos: int) -> bool:
-    depth = []
-    in_str = esc = False
-    for ch in text[:pos]:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth.append(ch)
-        elif ch in "}]" and depth:
-            depth.pop()
-    return bool(depth) and depth[-1] == "{"
-
-
-def _go_char(ch: str) -> str:
-    if ch == "'":
-        return "'\\''"
-    if ch == '"':
-        return "'\"'"
-    return f"'{ch}'"
-
-
 def _summarize(body: bytes, n: int = 30) -> str:
     if not body:
         return "<empty>"
@@ -180,9 +130,9 @@ def decode_body(request_ct: str | None, body: bytes, expected_kind: str) -> dict
             try:
                 json.loads(body)
                 raise AssertionError("unreachable")
-            except json.JSONDecodeError as err:
+            except json.JSONDecodeError:
                 raise bad_request(f"the object provided is unrecognized (must be of type {expected_kind}): "
-                                  f"couldn't get version/kind; json parse error: {_go_json_error(err, body)} "
+                                  f"couldn't get version/kind; json parse error: {go_json_error(body)} "
                                   f"({_summarize(body)})")
             except (UnicodeDecodeError, AssertionError):
                 raise bad_request(f"the object provided is unrecognized (must be of type {expected_kind}): "
