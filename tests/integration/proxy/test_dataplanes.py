@@ -17,6 +17,7 @@ import pytest
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
 from tests.integration.proxy.harness import DriverProxy, fed_lab
 from tests.integration.proxy.objects import endpoint_slice, service
+from tests.integration.proxy.scenarios import ALL, StandardWorld
 
 pytestmark = pytest.mark.root
 
@@ -27,55 +28,8 @@ def env(request, tmp_path_factory):
         yield env
 
 
-ALL = {"pod0", "pod1", "pod2"}
-
-
-def test_clusterip_from_node_spreads_over_all_endpoints(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.node, "http://10.96.10.10/hostname.html", 40)) == ALL
-
-
-def test_clusterip_from_a_pod_including_itself(env):
-    lab, _, _ = env
-    pod0 = lab.pods[0].ns
-    assert set(lab.names(pod0, "http://10.96.10.10/hostname.html", 40)) == ALL
-
-
-def test_nodeport_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/hostname.html", 40)) == ALL
-
-
-def test_external_ip_and_loadbalancer_ip_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, "http://203.0.113.10/hostname.html", 40)) == ALL
-    assert set(lab.names(lab.client, "http://198.51.100.7/hostname.html", 40)) == ALL
-
-
-def test_client_ip_affinity_pins(env):
-    lab, _, _ = env
-    got = lab.names(lab.client, f"http://{NODE_IP}:30082/", 15)
-    assert len(got) == 15 and len(set(got)) == 1
-    got = lab.names(lab.node, "http://10.96.10.12/", 15)
-    assert len(got) == 15 and len(set(got)) == 1
-
-
-def test_no_endpoints_is_refused_at_once(env):
-    lab, _, _ = env
-    for ns, url in ((lab.node, "http://10.96.10.13/"), (lab.client, f"http://{NODE_IP}:30083/")):
-        t0 = time.monotonic()
-        r = lab.curl(ns, url)
-        took = time.monotonic() - t0
-        assert r.returncode == 7, (url, r.returncode, r.stderr)  # 7 = failed to connect (refused)
-        assert took < 1.0
-
-
-def test_udp_service(env):
-    lab, _, _ = env
-    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); "
-            "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
-    r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
-    assert r.stdout.strip() == "pod0", r.stderr
+class TestStandardWorld(StandardWorld):
+    """The scenarios all data planes share, as the iptables and userspace modes pass them."""
 
 
 def test_endpoint_removal_takes_effect_within_2s(env):

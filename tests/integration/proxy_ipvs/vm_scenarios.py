@@ -26,11 +26,11 @@ import pytest
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
 from tests.integration.proxy.harness import fed_lab
 from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
+from tests.integration.proxy.scenarios import ALL, StandardWorld
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.environ.get("KUBESVC_IN_IPVS_VM") != "1",
                                  reason="runs inside the IPVS VM only (tests/integration/proxy_ipvs/test_ipvs_in_vm.py)")]
-ALL = {"pod0", "pod1", "pod2"}
 
 
 class SlowFeed(FileFeed):
@@ -78,45 +78,15 @@ def test_ipvsadm_lists_the_services(env):
     assert "KUBE-SVC-" not in nat  # no per-service chains in ipvs mode
 
 
-def test_clusterip_from_node_spreads_over_all_endpoints(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.node, "http://10.96.10.10/hostname.html", 6)) == ALL
+class TestStandardWorld(StandardWorld):
+    """The scenarios all data planes share, through IPVS, on the emulated VM's budget."""
 
-
-def test_clusterip_from_a_pod_including_itself(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.pods[0].ns, "http://10.96.10.10/hostname.html", 6)) == ALL
-
-
-def test_nodeport_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/hostname.html", 6)) == ALL
-
-
-def test_external_ip_and_loadbalancer_ip_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, "http://203.0.113.10/hostname.html", 6)) == ALL
-    assert set(lab.names(lab.client, "http://198.51.100.7/hostname.html", 6)) == ALL
-
-
-def test_client_ip_affinity_pins(env):
-    lab, _, _ = env
-    got = lab.names(lab.client, f"http://{NODE_IP}:30082/", 8)
-    assert len(got) == 8 and len(set(got)) == 1
-    got = lab.names(lab.node, "http://10.96.10.12/", 8)
-    assert len(got) == 8 and len(set(got)) == 1
-
-
-def test_no_endpoints_is_refused_at_once(env):
-    lab, _, _ = env
-    for ns, url in ((lab.node, "http://10.96.10.13/"), (lab.client, f"http://{NODE_IP}:30083/")):
-        t0 = time.monotonic()
-        r = lab.curl(ns, url)
-        took = time.monotonic() - t0
-        # 7 = refused (IPVS answers ICMP port unreachable); a silent drop would end in 28 at --max-time 3.
-        # The bound on time is loose: a curl start alone takes a second or more under emulation.
-        assert r.returncode == 7, (url, r.returncode, r.stderr)
-        assert took < 2.9
+    SPREAD = 6
+    PIN = 8
+    # IPVS refuses with ICMP port unreachable; the bound on time is loose: a curl start
+    # alone takes a second or more under emulation.
+    REFUSAL_SECONDS = 2.9
+    UDP_TIMEOUT = 3
 
 
 def test_other_ports_on_a_service_address_are_refused(env):
@@ -131,14 +101,6 @@ def test_other_ports_on_a_service_address_are_refused(env):
         assert lab.curl(lab.pods[1].ns, f"http://{NODE_IP}:8999/").returncode != 7
     finally:
         srv.kill()
-
-
-def test_udp_service(env):
-    lab, _, _ = env
-    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); "
-            "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
-    r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
-    assert r.stdout.strip() == "pod0", r.stderr
 
 
 def test_endpoint_removal_takes_effect_once_programmed(env):

@@ -19,11 +19,9 @@ import pytest
 from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
 from tests.integration.proxy.harness import ROOT, fed_lab
 from tests.integration.proxy.objects import endpoint_slice, service
+from tests.integration.proxy.scenarios import ALL, StandardWorld
 
 pytestmark = pytest.mark.root
-ALL = {"pod0", "pod1", "pod2"}
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     with fed_lab("nftables", tmp_path_factory.mktemp("proxy_nft") / "state.json") as env:
@@ -56,51 +54,13 @@ def test_table_shows_kube_proxys_layout(env):
     assert "meta mark set meta mark | 0x00004000" in table
 
 
-def test_clusterip_from_node_spreads_over_all_endpoints(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.node, "http://10.96.10.10/hostname.html", 40)) == ALL
+class TestStandardWorld(StandardWorld):
+    """The scenarios all data planes share, through the nftables data plane."""
 
-
-def test_clusterip_from_a_pod_including_itself(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.pods[0].ns, "http://10.96.10.10/hostname.html", 40)) == ALL
-
-
-def test_nodeport_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/hostname.html", 40)) == ALL
-
-
-def test_external_ip_and_loadbalancer_ip_from_client(env):
-    lab, _, _ = env
-    assert set(lab.names(lab.client, "http://203.0.113.10/hostname.html", 40)) == ALL
-    assert set(lab.names(lab.client, "http://198.51.100.7/hostname.html", 40)) == ALL
-
-
-def test_client_ip_affinity_pins(env):
-    lab, _, _ = env
-    got = lab.names(lab.client, f"http://{NODE_IP}:30082/", 15)
-    assert len(got) == 15 and len(set(got)) == 1
-    got = lab.names(lab.node, "http://10.96.10.12/", 15)
-    assert len(got) == 15 and len(set(got)) == 1
-    assert CLIENT_IP in nft(lab, "list sets ip")  # the client's address is in an affinity set
-
-
-def test_no_endpoints_is_refused_at_once(env):
-    lab, _, _ = env
-    for ns, url in ((lab.node, "http://10.96.10.13/"), (lab.client, f"http://{NODE_IP}:30083/")):
-        t0 = time.monotonic()
-        r = lab.curl(ns, url)
-        assert r.returncode == 7, (url, r.returncode, r.stderr)  # 7 = failed to connect (refused)
-        assert time.monotonic() - t0 < 1.0
-
-
-def test_udp_service(env):
-    lab, _, _ = env
-    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); "
-            "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
-    r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
-    assert r.stdout.strip() == "pod0", r.stderr
+    def test_client_ip_affinity_pins(self, env):
+        super().test_client_ip_affinity_pins(env)
+        lab, _, _ = env
+        assert CLIENT_IP in nft(lab, "list sets ip")  # the client's address is in an affinity set
 
 
 def test_endpoint_removal_takes_effect_within_2s(env):
