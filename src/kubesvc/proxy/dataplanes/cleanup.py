@@ -62,11 +62,9 @@ async def remove_leftovers(backend: Backend, mode: str) -> bool:
     text = leftover_restore(saved, other)
     if not text:
         return False
-    p = await asyncio.create_subprocess_exec(backend.restore, "-w", "5", "--noflush",
-                                             stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await p.communicate(text.encode())
-    if p.returncode != 0:
-        log.warning("could not remove %s mode's leftover rules: %s", other, err.decode().strip())
+    rc, err = await backend.restore_noflush(text)
+    if rc != 0:
+        log.warning("could not remove %s mode's leftover rules: %s", other, err)
         return False
     log.info("removed the %s mode's leftover rules", other)
     return True

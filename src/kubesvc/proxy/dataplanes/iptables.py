@@ -103,6 +103,15 @@ class Backend:
     def restore(self) -> str:
         return f"iptables-{self.name}-restore"
 
+    async def restore_noflush(self, text: str) -> tuple[int, str]:
+        """Feed `text` to `iptables-restore -w 5 --noflush` (one transaction; chains not named
+        are left alone); returns (exit status, its stderr) for the caller to judge."""
+        proc = await asyncio.create_subprocess_exec(
+            self.restore, "-w", "5", "--noflush",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate(text.encode())
+        return proc.returncode, err.decode().strip()
+
 
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 
@@ -427,12 +436,9 @@ class IptablesDataPlane:
     # -- applying -----------------------------------------------------------
     async def _restore(self, text: str) -> None:
         self.last_restore_input = text
-        proc = await asyncio.create_subprocess_exec(
-            self.backend.restore, "-w", "5", "--noflush",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate(text.encode())
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.backend.restore} failed ({proc.returncode}): {err.decode().strip()[:2000]}")
+        rc, err = await self.backend.restore_noflush(text)
+        if rc != 0:
+            raise RuntimeError(f"{self.backend.restore} failed ({rc}): {err[:2000]}")
 
     async def _existing_chains(self) -> set[str]:
         proc = await asyncio.create_subprocess_exec(self.backend.save, "-t", "nat",

@@ -457,12 +457,9 @@ class IpvsDataPlane:
             text = text[:head] + decl + text[head:]
             end = text.index("COMMIT\n", head)
             text = text[:end] + dels + text[end:]
-        proc = await asyncio.create_subprocess_exec(
-            self.backend.restore, "-w", "5", "--noflush",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate(text.encode())
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.backend.restore} failed ({proc.returncode}): {err.decode().strip()[:2000]}")
+        rc, err = await self.backend.restore_noflush(text)
+        if rc != 0:
+            raise RuntimeError(f"{self.backend.restore} failed ({rc}): {err[:2000]}")
 
     async def _leftovers(self) -> tuple[list[str], list[str]]:
         """Declarations (= flushes) and deletions of the iptables mode's chains, if present."""

@@ -423,11 +423,9 @@ async def remove_other_modes() -> None:
     text = other_modes_restore(saved)
     if not text:
         return
-    p = await asyncio.create_subprocess_exec(backend.restore, "-w", "5", "--noflush",
-                                             stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await p.communicate(text.encode())
-    if p.returncode != 0:
-        log.warning("could not remove the iptables/userspace modes' leftover rules: %s", err.decode().strip())
+    rc, err = await backend.restore_noflush(text)
+    if rc != 0:
+        log.warning("could not remove the iptables/userspace modes' leftover rules: %s", err)
     else:
         log.info("removed the iptables/userspace modes' leftover rules (iptables-%s)", backend.name)
 

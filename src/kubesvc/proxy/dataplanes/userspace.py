@@ -179,12 +179,9 @@ class UserspaceDataPlane:
             self.cleanup_leftovers = False
         text = self.render()
         if text != self.last_restore_input:
-            proc = await asyncio.create_subprocess_exec(self.backend.restore, "-w", "5", "--noflush",
-                                                        stdin=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate(text.encode())
-            if proc.returncode != 0:
-                raise RuntimeError(f"{self.backend.restore}: {err.decode().strip()[:2000]}")
+            rc, err = await self.backend.restore_noflush(text)
+            if rc != 0:
+                raise RuntimeError(f"{self.backend.restore}: {err[:2000]}")
             self.last_restore_input = text
         if not self._jumps_ok:
             await ensure_jumps(self.backend, JUMPS, strict=False)
