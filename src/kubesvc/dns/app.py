@@ -19,7 +19,7 @@ from kubesvc.dns.answercache import AnswerCache
 from kubesvc.dns.forward import Forwarder, parse_upstream, resolv_conf_upstreams
 from kubesvc.dns.httpd import HTTPEndpoints, split_listen
 from kubesvc.dns.metrics import Metrics
-from kubesvc.dns.records import ClusterZone, is_reverse
+from kubesvc.dns.records import ClusterZone
 from kubesvc.dns.server import Resolver, TCPServer, bind_sockets, udp_server
 
 log = logging.getLogger("kubesvc.dns")

@@ -238,10 +238,9 @@ class Resolver:
         return self._finish(resp, limit, qtype, t0)
 
 
-class UDPServer:
-    """UDP on one socket: cache hits answered inline in batches, the rest via ``Resolver.answer``."""
-
-    BATCH = 64
+class UDPAnswering:
+    """What both UDP servers share: the socket's lifecycle, and the slow path through
+    ``Resolver.answer`` (forwarding, misses) for queries the fast path did not answer."""
 
     def __init__(self, resolver: Resolver, sock: socket.socket):
         self.resolver = resolver
@@ -261,6 +260,45 @@ class UDPServer:
         for t in self._tasks:
             t.cancel()
         self.sock.close()
+
+    def _readable(self) -> None:
+        raise NotImplementedError
+
+    def _slow(self, data: bytes, addr) -> None:
+        try:
+            out = self.resolver.answer(data, "udp", self.family)
+        except Exception:
+            log.exception("answering a %d-byte packet failed", len(data))
+            out = wire.servfail(data)
+        if out is None:
+            return
+        if isinstance(out, bytes):
+            self._send(out, addr)
+            return
+        task = asyncio.ensure_future(self._later(out, data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _later(self, aw, data: bytes, addr) -> None:
+        try:
+            out = await aw
+        except Exception:
+            log.exception("answering a query failed")
+            out = wire.servfail(data)
+        if out is not None:
+            self._send(out, addr)
+
+    def _send(self, out: bytes, addr) -> None:
+        try:
+            self.sock.sendto(out, addr)
+        except OSError:
+            pass  # socket buffer full or peer gone: UDP may drop
+
+
+class UDPServer(UDPAnswering):
+    """UDP on one socket: cache hits answered inline in batches, the rest via ``Resolver.answer``."""
+
+    BATCH = 64
 
     def _readable(self) -> None:
         recv, send, fast = self.sock.recvfrom, self.sock.sendto, self.resolver.fast
@@ -288,40 +326,6 @@ class UDPServer:
                 pass  # socket buffer full or peer gone: UDP may drop
         if hits:
             self.resolver.metrics.fast_batch(time.perf_counter() - t0, hits)
-
-    def _slow(self, data: bytes, addr) -> None:
-        try:
-            out = self.resolver.answer(data, "udp", self.family)
-        except Exception:
-            log.exception("answering a %d-byte packet failed", len(data))
-            out = wire.formerr(data)
-            if out is not None:
-                out = out[:3] + bytes([dns.rcode.SERVFAIL]) + out[4:]
-        if out is None:
-            return
-        if isinstance(out, bytes):
-            self._send(out, addr)
-            return
-        task = asyncio.ensure_future(self._later(out, data, addr))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _later(self, aw, data: bytes, addr) -> None:
-        try:
-            out = await aw
-        except Exception:
-            log.exception("answering a query failed")
-            out = wire.formerr(data)
-            if out is not None:
-                out = out[:3] + bytes([dns.rcode.SERVFAIL]) + out[4:]
-        if out is not None:
-            self._send(out, addr)
-
-    def _send(self, out: bytes, addr) -> None:
-        try:
-            self.sock.sendto(out, addr)
-        except OSError:
-            pass
 
 
 class TCPServer:
@@ -357,7 +361,7 @@ class TCPServer:
                         out = await out
                 except Exception:
                     log.exception("answering a TCP query failed")
-                    out = wire.formerr(data)
+                    out = wire.servfail(data)
                 if out is None:
                     if len(data) < 12:
                         return  # not even a header: the stream is garbage, hang up

@@ -18,7 +18,6 @@ portable fallback).
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import errno
@@ -28,6 +27,7 @@ import struct
 import time
 
 from kubesvc.dns import wire
+from kubesvc.dns.server import UDPAnswering
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,15 @@ def _addr(buf: bytearray) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-class BatchUDPServer:
+class BatchUDPServer(UDPAnswering):
     """UDP server on one socket using recvmmsg/sendmmsg; same duties as ``server.UDPServer``."""
 
     def __init__(self, resolver, sock: socket.socket, max_raw: int = 100_000):
         available()
-        self.resolver = resolver
-        self.sock = sock
+        super().__init__(resolver, sock)
         self.fd = sock.fileno()
-        self.family = "2" if sock.family == socket.AF_INET6 else "1"
         self.raw: dict[bytes, tuple[bytes, object]] = {}
         self.max_raw = max_raw
-        self._tasks: set[asyncio.Task] = set()
         # receive side: BATCH slots of SLOT bytes, names, iovecs, mmsghdrs
         self.rbuf = bytearray(BATCH * SLOT)
         self.rnames = bytearray(BATCH * NAME)
@@ -101,19 +98,6 @@ class BatchUDPServer:
         # next query of each name refills it at the cost of one parse).
         self.cache.on_invalidate.append(self.raw.clear)
 
-    def start(self) -> None:
-        self.sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(self.fd, self._readable)
-
-    def close(self) -> None:
-        try:
-            asyncio.get_running_loop().remove_reader(self.fd)
-        except Exception:
-            pass
-        for t in self._tasks:
-            t.cancel()
-        self.sock.close()
-
     def _readable(self) -> None:
         libc = _libc
         t0 = time.perf_counter()
@@ -136,7 +120,7 @@ class BatchUDPServer:
         smsgs, siov, smv = self.smsgs, self.siov, self.smv
         entries = self.cache.entries
         unpack_from, pack_into = struct.unpack_from, struct.pack_into
-        names, sbase, ibase = self.rnames_addr, self.sbuf_addr, self.siov_addr
+        names, ibase = self.rnames_addr, self.siov_addr
         out_n = 0
         for i in range(n):
             namelen, flags, ln = unpack_from("8xI36xi4xI", rmsgs, i * MMSG)
@@ -155,7 +139,7 @@ class BatchUDPServer:
                     continue
             ln = len(out)
             if ln > OUT_SLOT:  # cannot happen (answers are cut to our EDNS size); be safe anyway
-                self._sendto(out, self._sockaddr(i, namelen))
+                self._send(out, self._sockaddr(i, namelen))
                 continue
             off = out_n * OUT_SLOT
             smv[off:off + ln] = out
@@ -163,7 +147,7 @@ class BatchUDPServer:
             pack_into("PI4xPQ", smsgs, out_n * MMSG, names + i * NAME, namelen, ibase + out_n * 16, 1)
             out_n += 1
         if out_n:
-            self._send(out_n)
+            self._sendmmsg(out_n)
         return out_n
 
     def _first(self, data: bytes, entries) -> bytes | None:
@@ -185,7 +169,7 @@ class BatchUDPServer:
         self.raw[data[2:]] = (out[2:], e)
         return out
 
-    def _send(self, count: int) -> None:
+    def _sendmmsg(self, count: int) -> None:
         libc = _libc
         sent = 0
         for _ in range(4):
@@ -211,33 +195,3 @@ class BatchUDPServer:
         scope, = struct.unpack_from("I", raw, 24)
         return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flowinfo, scope
 
-    # --- the rest goes the ordinary way --------------------------------------------
-    def _slow(self, data: bytes, addr) -> None:
-        try:
-            out = self.resolver.answer(data, "udp", self.family)
-        except Exception:
-            log.exception("answering a %d-byte packet failed", len(data))
-            out = wire.formerr(data)
-        if out is None:
-            return
-        if isinstance(out, bytes):
-            self._sendto(out, addr)
-            return
-        task = asyncio.ensure_future(self._later(out, data, addr))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _later(self, aw, data: bytes, addr) -> None:
-        try:
-            out = await aw
-        except Exception:
-            log.exception("answering a query failed")
-            out = wire.formerr(data)
-        if out is not None:
-            self._sendto(out, addr)
-
-    def _sendto(self, out: bytes, addr) -> None:
-        try:
-            self.sock.sendto(out, addr)
-        except OSError:
-            pass

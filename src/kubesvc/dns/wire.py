@@ -165,3 +165,9 @@ def formerr(data: bytes) -> bytes | None:
     opcode = data[2] & _OPCODE
     flags0 = _QR | opcode | (data[2] & _RD)
     return data[:2] + bytes([flags0, dns.rcode.FORMERR]) + b"\x00" * 8
+
+
+def servfail(data: bytes) -> bytes | None:
+    """SERVFAIL for a query we failed to answer: the fault is ours, not the packet's."""
+    out = formerr(data)
+    return None if out is None else out[:3] + bytes([dns.rcode.SERVFAIL]) + out[4:]
