@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
-from tests.integration.proxy.lab import NODE_IP
+from tests.integration.proxy.lab import NODE_IP, wait_for
+from tests.integration.proxy.objects import endpoint_slice
 
 ALL = {"pod0", "pod1", "pod2"}
 
@@ -64,3 +65,18 @@ class StandardWorld:
                 "s.sendto(b'q', ('10.96.10.14', 53)); print(s.recvfrom(100)[0].decode().strip())")
         r = lab.topo.run(lab.pods[1].ns, f"{sys.executable} -c \"{code}\"", check=False)
         assert r.stdout.strip() == "pod0", r.stderr
+
+
+def endpoint_removal_within_2s(lab, feed, also=None) -> None:
+    """Remove pod2 from web: gone from new connections within 2 s of the change; `also()` may check the
+    data plane's own view before pod2 is put back (not a StandardWorld test: ipvs drains instead)."""
+    p0, p1, p2 = lab.pods
+    t0 = time.monotonic()
+    feed.apply(endpoint_slice("web", [p0, p1]))
+    assert wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 12), timeout=2)
+    assert time.monotonic() - t0 < 2.0
+    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == {"pod0", "pod1"}
+    if also is not None:
+        also()
+    feed.apply(endpoint_slice("web", [p0, p1, p2]))
+    assert set(lab.names(lab.node, "http://10.96.10.10/", 40)) == ALL

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab
 from tests.integration.proxy.harness import DriverProxy, fed_lab
 from tests.integration.proxy.objects import endpoint_slice, service
-from tests.integration.proxy.scenarios import ALL, StandardWorld
+from tests.integration.proxy.scenarios import ALL, StandardWorld, endpoint_removal_within_2s
 
 pytestmark = pytest.mark.root
 
@@ -34,14 +34,7 @@ class TestStandardWorld(StandardWorld):
 
 def test_endpoint_removal_takes_effect_within_2s(env):
     lab, feed, _ = env
-    p0, p1, p2 = lab.pods
-    t0 = time.monotonic()
-    feed.apply(endpoint_slice("web", [p0, p1]))
-    ok = wait_for(lambda: "pod2" not in lab.names(lab.node, "http://10.96.10.10/", 12), timeout=2)
-    assert ok and time.monotonic() - t0 < 2.0
-    assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == {"pod0", "pod1"}
-    feed.apply(endpoint_slice("web", [p0, p1, p2]))
-    assert set(lab.names(lab.node, "http://10.96.10.10/", 40)) == ALL
+    endpoint_removal_within_2s(lab, feed)
 
 
 def test_external_traffic_policy_local(env):
