@@ -50,7 +50,7 @@ def test_the_seed_loop_reaches_both_pods(world):
 
     def loop() -> set[str]:
         return set(world.from_client(f"sh -c 'for i in $(seq 20); do curl -s -m 2 "
-                                     f"http://{world.node_ip}:30080/hostname.html; done'").stdout.split())
+                                     f"http://{world.node_ip}:30080/hostname.html; done'", check=False).stdout.split())
     wait_for(lambda: loop() == names, 20, "the loop to reach both pods")
 
 

@@ -51,7 +51,7 @@ def world(tmp_path_factory):
 def curl_loop(node: UpNode, times: int = 30) -> list[str]:
     """The seed's `while True; do curl http://NODE_IP:30080/hostname.html; done`, bounded, from the client."""
     out = node.from_client(f"sh -c 'for i in $(seq {times}); do curl -s -m 2 "
-                           f"http://{node.node_ip}:30080/hostname.html; done'", timeout=120).stdout
+                           f"http://{node.node_ip}:30080/hostname.html; done'", timeout=120, check=False).stdout
     return out.split()
 
 

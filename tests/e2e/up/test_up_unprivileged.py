@@ -111,8 +111,10 @@ def test_hostnetwork_pods_behind_a_nodeport_on_loopback(world):
     assert rows["myapp"] == ["NodePort", "10.99.99.99", "<none>", "80:30080/TCP"]
 
     def loop() -> set[str]:
+        # check=False: until the proxy's first sync opens the NodePort, curl is refused (exit 7)
+        # and the wait tries again.
         out = world.node("sh -c 'for i in $(seq 30); do curl -s -m 2 http://127.0.0.1:30080/hostname.html; "
-                         "done'").stdout
+                         "done'", check=False).stdout
         return set(out.split())
     wait_for(lambda: loop() == {"myapp-1", "myapp-2", "myapp-3"}, 30, "the NodePort to reach all 3 pods")
 
