@@ -16,6 +16,7 @@ from aiohttp import web
 
 from kubesvc.objects.errors import StatusError, bad_request
 from kubesvc.objects.patch import go_json_error
+from kubesvc.objects.schema import json_kind
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -145,19 +146,7 @@ def decode_body(request_ct: str | None, body: bytes, expected_kind: str) -> dict
     if not isinstance(obj, dict):
         raise bad_request(f"the object provided is unrecognized (must be of type {expected_kind}): "
                           "couldn't get version/kind; json parse error: json: cannot unmarshal "
-                          f"{_go_type(obj)} into Go value of type struct {{ APIVersion string "
+                          f"{json_kind(obj)} into Go value of type struct {{ APIVersion string "
                           "\"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" } "
                           f"({_summarize(body)})")
     return obj
-
-
-def _go_type(v) -> str:
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    return "null"

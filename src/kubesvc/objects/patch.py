@@ -130,20 +130,6 @@ def _innermost_open(text: str) -> str:
     return depth[-1] if depth else ""
 
 
-def _go_type_name(v: Any) -> str:
-    if isinstance(v, dict):
-        return "object"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, bool):
-        return "bool"
-    if v is None:
-        return "null"
-    return "number"
-
-
 def _loads(body: bytes | str) -> Any:
     """Decode a JSON body; on failure raise 400 with Go's wording."""
     try:
@@ -318,15 +304,15 @@ def _merge_set_element_order(original: dict, patch: dict, node: dict | None) -> 
     for key in [k for k in patch if k.startswith(_SET_ORDER)]:
         order = patch.pop(key)
         if not isinstance(order, list):
-            raise _SMPError(f"expected a []interface {{}}, but received a {_go_type_name(order)}")
+            raise _SMPError(f"expected a []interface {{}}, but received a {sch.json_kind(order)}")
         okey = _extract_key(key, _SET_ORDER)
         found_orig, found_patch = okey in original, okey in patch
         orig_list = original.get(okey)
         patch_list = patch.get(okey)
         if found_orig and not isinstance(orig_list, list):
-            raise _SMPError(f"expected a []interface {{}}, but received a {_go_type_name(orig_list)}")
+            raise _SMPError(f"expected a []interface {{}}, but received a {sch.json_kind(orig_list)}")
         if found_patch and not isinstance(patch_list, list):
-            raise _SMPError(f"expected a []interface {{}}, but received a {_go_type_name(patch_list)}")
+            raise _SMPError(f"expected a []interface {{}}, but received a {sch.json_kind(patch_list)}")
         orig_list = orig_list or []
         patch_list = patch_list or []
         fnode = sch.field(node, okey)
@@ -379,9 +365,9 @@ def _merge_key_equal(left: Any, right: Any, merge_key: str) -> bool:
     if not merge_key:
         return _same(left, right)
     if not isinstance(left, dict):
-        raise _SMPError(f"expected a map[string]interface {{}}, but received a {_go_type_name(left)}")
+        raise _SMPError(f"expected a map[string]interface {{}}, but received a {sch.json_kind(left)}")
     if not isinstance(right, dict):
-        raise _SMPError(f"expected a map[string]interface {{}}, but received a {_go_type_name(right)}")
+        raise _SMPError(f"expected a map[string]interface {{}}, but received a {sch.json_kind(right)}")
     if merge_key not in left:
         raise _no_merge_key(left, merge_key)
     if merge_key not in right:
@@ -393,7 +379,7 @@ def _merge_slice_handler(original: list, patch: list, fnode: dict | None, strate
                          merge_key: str, is_delete_list: bool) -> list:
     if not isinstance(original, list) or not isinstance(patch, list):
         raise _SMPError("expected a []interface {}, but received a "
-                        + _go_type_name(patch if isinstance(original, list) else original))
+                        + sch.json_kind(patch if isinstance(original, list) else original))
     if strategy == "merge":
         return _merge_slice(original, patch, sch.items(fnode), merge_key, is_delete_list)
     return _strip_directives(patch)
@@ -496,7 +482,7 @@ def _partition_maps(items: list, by: list, merge_key: str) -> tuple[list, list]:
     in_patch, server_only = [], []
     for v in items:
         if not isinstance(v, dict):
-            raise _SMPError(f"expected a map[string]interface {{}}, but received a {_go_type_name(v)}")
+            raise _SMPError(f"expected a map[string]interface {{}}, but received a {sch.json_kind(v)}")
         if merge_key not in v:
             raise _no_merge_key(v, merge_key)
         (in_patch if _find_by_key(by, merge_key, v[merge_key]) >= 0 else server_only).append(v)
@@ -522,7 +508,7 @@ def _normalize_slice_order(to_sort: list, order: list, merge_key: str, kind: str
         for lst in (to_sort, order):
             for v in lst:
                 if not isinstance(v, dict):
-                    raise _SMPError(f"expected a map[string]interface {{}}, but received a {_go_type_name(v)}")
+                    raise _SMPError(f"expected a map[string]interface {{}}, but received a {sch.json_kind(v)}")
                 if merge_key not in v:
                     raise _no_merge_key(v, merge_key)
         keep = [v for v in to_sort if v.get(_DIRECTIVE) != "delete"]
@@ -793,7 +779,7 @@ def _op_str(op: dict, name: str, missing: str) -> str:
         raise _JPError(f"{missing}: missing value")
     v = op[name]
     if not isinstance(v, str):
-        raise _JPError(f"json: cannot unmarshal {_go_type_name(v)} into Go value of type string")
+        raise _JPError(f"json: cannot unmarshal {sch.json_kind(v)} into Go value of type string")
     return v
 
 
@@ -930,7 +916,7 @@ def _unprocessable(message: str) -> StatusError:
 
 def _patched_not_object(result: Any) -> StatusError:
     text = orjson.dumps(result).decode()
-    cause = (f"json: cannot unmarshal {_go_type_name(result)} into Go value of type "
+    cause = (f"json: cannot unmarshal {sch.json_kind(result)} into Go value of type "
              "map[string]interface {}")
     return StatusError(422, "Invalid", f' "" is invalid: patch: Invalid value: "{text}": {cause}',
                        {"causes": [{"reason": "FieldValueInvalid",
@@ -956,7 +942,7 @@ def apply_patch(patch_type: str, original: dict, body: bytes, rt: ResourceType) 
     if patch_type == STRATEGIC:
         patch = _loads(body)
         if not isinstance(patch, dict):
-            raise bad_request(f"json: cannot unmarshal {_go_type_name(patch)} into Go value of type "
+            raise bad_request(f"json: cannot unmarshal {sch.json_kind(patch)} into Go value of type "
                               "map[string]interface {}")
         try:
             result = strategic_merge(copy.deepcopy(original), patch, sch.kind_schema(rt))
@@ -977,10 +963,10 @@ def apply_patch(patch_type: str, original: dict, body: bytes, rt: ResourceType) 
     if patch_type == JSON_PATCH:
         ops = _loads(body)
         if not isinstance(ops, list):
-            raise bad_request(f"json: cannot unmarshal {_go_type_name(ops)} into Go value of type jsonpatch.Patch")
+            raise bad_request(f"json: cannot unmarshal {sch.json_kind(ops)} into Go value of type jsonpatch.Patch")
         for op in ops:
             if not isinstance(op, dict):
-                raise bad_request(f"json: cannot unmarshal {_go_type_name(op)} into Go value of type "
+                raise bad_request(f"json: cannot unmarshal {sch.json_kind(op)} into Go value of type "
                                   "jsonpatch.Operation")
         if len(ops) > MAX_JSON_PATCH_OPERATIONS:
             raise StatusError(413, "RequestEntityTooLarge",

@@ -357,7 +357,8 @@ def _go_type(field_node: dict | None) -> str:
     return _scalar_go_type(node)
 
 
-def _json_kind(v: Any) -> str:
+def json_kind(v: Any) -> str:
+    """A decoded JSON value's kind as Go's encoding/json names it in its errors."""
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, dict):
@@ -426,7 +427,7 @@ def _type_walk(v: Any, c: _Compiled, struct: str, path: str) -> str | None:
         return None
     if c.kind == "object":
         if not isinstance(v, dict):
-            return f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
+            return f"json: cannot unmarshal {json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
         props, ap = c.props, c.ap
         mine = c.struct_name or struct
         for k, x in v.items():
@@ -441,7 +442,7 @@ def _type_walk(v: Any, c: _Compiled, struct: str, path: str) -> str | None:
         return None
     if c.kind == "list":
         if not isinstance(v, list):
-            return f"json: cannot unmarshal {_json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
+            return f"json: cannot unmarshal {json_kind(v)} into Go struct field {struct}.{path} of type {c.go_type}"
         it = _compiled(c.items)
         for x in v:
             err = _type_walk(x, it, struct, path)
@@ -451,7 +452,7 @@ def _type_walk(v: Any, c: _Compiled, struct: str, path: str) -> str | None:
     ok, shown = _accepts(c, v)
     if ok:
         return None
-    return (f"json: cannot unmarshal {shown or _json_kind(v)} into Go struct field {struct}.{path} "
+    return (f"json: cannot unmarshal {shown or json_kind(v)} into Go struct field {struct}.{path} "
             f"of type {c.go_type}")
 
 
