@@ -100,28 +100,6 @@ def test_backend_flag_wins():
     assert detect_backend("nft")[0].save == "iptables-nft-save"
 
 
-def test_chunked_first_sync_equals_one_transaction():
-    import kubesvc.proxy.dataplanes.iptables as ipt
-    rng = random.Random(3)
-    state = _random_state(rng, 95)
-    ref_dp = IptablesDataPlane(Backend("nft"))
-    ref_dp.compute(DesiredState(state), True)
-    ref: dict = {}
-    _apply(ref_dp.render_full(set()), ref)
-    old, ipt.NFT_CHUNK = ipt.NFT_CHUNK, 20
-    try:
-        dp = IptablesDataPlane(Backend("nft"))
-        dp.compute(DesiredState(state), True)
-        texts = dp._render_chunked()
-    finally:
-        ipt.NFT_CHUNK = old
-    assert len(texts) == 5
-    kernel: dict = {}
-    for t in texts:
-        _apply(t, kernel)
-    assert kernel == ref
-
-
 def test_large_cluster_mode_drops_endpoint_comments_and_flips_cleanly():
     rng = random.Random(11)
     dp = IptablesDataPlane(Backend("legacy"))

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 
-from kubesvc.proxy.dataplanes.iptables import PER_SERVICE_PREFIXES, Backend
+from kubesvc.proxy.dataplanes.iptables import PER_SERVICE_PREFIXES, Backend, chain_names
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ async def remove_leftovers(backend: Backend, mode: str) -> bool:
     """Remove the other mode's rules before `mode` starts; True when something was removed."""
     other = "userspace" if mode == "iptables" else "iptables"
     saved = {}
-    for table in OWNED[other]:
+    for table, owned in OWNED[other].items():
+        if not any(_owned(c, owned) for c in await chain_names(backend, table)):
+            continue  # the common case, and cheap: no rules to read back
         p = await asyncio.create_subprocess_exec(backend.save, "-t", table, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.DEVNULL)
         saved[table] = (await p.communicate())[0].decode()
