@@ -177,73 +177,166 @@ class _Upstream(_Side):
         self.peer = client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called by the transport the moment the connect completed, before the
+        # dialling coroutine resumes: the relay starts here (uvloop sets TCP_NODELAY).
         self.transport = transport  # type: ignore[assignment]
+        client = self.peer
+        assert isinstance(client, TcpRelay)
+        if client.closed:
+            self.closed = True
+            transport.close()
+            return
+        client.peer = self
+        if client.early:
+            for data in client.early:
+                transport.write(data)  # type: ignore[attr-defined]
+            client.early.clear()
+        if client.eof_in:
+            self.pass_eof()
+        if client.early_paused:
+            client.early_paused = False
+            client.transport.resume_reading()  # type: ignore[union-attr]
+
+
+class ConnectDeadlines:
+    """Upstream connect timeouts of one event loop, swept coarsely instead of a timer per connect.
+
+    A timer per connection (call_later + cancel) cost a libuv timer start/stop and a
+    handle each; instead every dialling relay is noted with the sweep tick by which it
+    must be connected, and one timer, running only while something is dialling,
+    cancels the laggards every TICK seconds (a timeout fires up to TICK late).
+    """
+
+    TICK = 0.25
+    _by_loop: dict[asyncio.AbstractEventLoop, "ConnectDeadlines"] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.tick = 0
+        self.dialing: dict["TcpRelay", int] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "ConnectDeadlines":
+        d = cls._by_loop.get(loop)
+        if d is None:
+            d = cls._by_loop[loop] = cls(loop)
+        return d
+
+    def add(self, relay: "TcpRelay", timeout: float) -> None:
+        self.dialing[relay] = self.tick + 1 + int(timeout / self.TICK)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.TICK, self._sweep)
+
+    def _sweep(self) -> None:
+        self.tick += 1
+        late = [r for r, due in self.dialing.items() if due <= self.tick]
+        for relay in late:
+            del self.dialing[relay]
+            relay.dial_timed_out()
+        if self.dialing:
+            self._timer = self.loop.call_later(self.TICK, self._sweep)
+        else:
+            self._timer = None
+            # nothing dialling: forget this loop (tests run many short-lived loops)
+            if self._by_loop.get(self.loop) is self:
+                del self._by_loop[self.loop]
 
 
 class TcpRelay(_Side):
-    """Server protocol for one client connection of one service port."""
+    """Server protocol for one client connection of one service port.
 
-    __slots__ = ("balancer", "connect_timeout")
+    The upstream connect starts inside connection_made, without a Task: the
+    coroutine of ``loop.create_connection`` is stepped by hand (its first step
+    issues the non-blocking connect; it is finished from the connect waiter's done
+    callback). The relay itself starts in :class:`_Upstream`'s connection_made, so a
+    new connection costs no extra event-loop turn. A refused or timed-out endpoint
+    is replaced by the next one (round robin), as before.
+    """
 
-    def __init__(self, balancer: Balancer, connect_timeout: float = 3.0):
+    __slots__ = ("balancer", "connect_timeout", "loop", "client_ip", "tried", "dial", "waiter", "ep")
+
+    def __init__(self, balancer: Balancer, connect_timeout: float = 3.0,
+                 loop: asyncio.AbstractEventLoop | None = None):
         super().__init__()
         self.balancer = balancer
         self.connect_timeout = connect_timeout
+        # Pass the loop in: asyncio.get_running_loop() costs a getpid() syscall in 3.11.
+        self.loop = loop
+        self.client_ip = ""
+        self.tried: set[Addr] | None = None
+        self.dial = None      # the create_connection coroutine being stepped
+        self.waiter: asyncio.Future | None = None
+        self.ep: Addr = ("", 0)  # the endpoint being dialled
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        client_ip = ""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         if self.balancer.affinity_timeout:  # the peer address costs a syscall: only when needed
             peername = transport.get_extra_info("peername")
-            client_ip = peername[0] if peername else ""
-        asyncio.get_running_loop().create_task(self._connect(client_ip))
+            self.client_ip = peername[0] if peername else ""
+        self._dial()
 
-    async def _connect(self, client_ip: str) -> None:
-        loop = asyncio.get_running_loop()
-        tried: set[Addr] | None = None
+    def _make_upstream(self) -> _Upstream:
+        return _Upstream(self)
+
+    def _dial(self) -> None:
+        """Start connecting to the next endpoint; reset the client when none is left."""
+        loop = self.loop
+        assert loop is not None
         while not self.closed:
-            ep = self.balancer.pick(client_ip, tried)
+            ep = self.balancer.pick(self.client_ip, self.tried)
             if ep is None:
                 break
-            if tried is None:
-                tried = set()
-            tried.add(ep)
-            task = asyncio.current_task()
-            # one timer handle per connect (asyncio.timeout/wait_for cost more per connection)
-            timer = loop.call_later(self.connect_timeout, task.cancel) if task else None
-            try:
-                _, up = await loop.create_connection(lambda: _Upstream(self), ep[0], ep[1])
-            except (OSError, asyncio.CancelledError) as err:
-                if timer is not None and isinstance(err, asyncio.CancelledError) and not timer.cancelled() \
-                        and loop.time() < timer.when():
-                    raise  # cancelled from outside, not our timeout
-                if isinstance(err, asyncio.CancelledError) and task is not None:
-                    task.uncancel()  # our own timeout: the task goes on with the next endpoint
-                log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], err or "timeout")
-                continue
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if self.closed:
-                up.transport.close()
+            self.ep = ep
+            self.dial = loop.create_connection(self._make_upstream, ep[0], ep[1])
+            if self._step():  # in flight (or connected at once)
+                if self.dial is not None:
+                    ConnectDeadlines.of(loop).add(self, self.connect_timeout)
                 return
-            # uvloop sets TCP_NODELAY on its TCP transports already
-            self.peer = up
-            for data in self.early:
-                up.transport.write(data)
-            self.early.clear()
-            if self.eof_in:
-                up.pass_eof()
-            if self.early_paused:
-                self.early_paused = False
-                self.transport.resume_reading()
-            return
         # no endpoint answered: reset the client, as a refused connection would
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()
 
+    def _step(self, _fut: object = None) -> bool:
+        """Run the dialling coroutine up to its next wait; False when this endpoint failed.
 
+        What a Task would do, minus the Task: the first step runs inside
+        connection_made, later ones from the awaited future's done callback.
+        """
+        try:
+            fut = self.dial.send(None)  # type: ignore[union-attr]
+        except StopIteration:
+            # connected: _Upstream.connection_made has started the relay already
+            self._undial()
+            return True
+        except (OSError, asyncio.CancelledError) as err:
+            # refused/unreachable (OSError) or our timeout (CancelledError)
+            self._undial()
+            if self.tried is None:
+                self.tried = set()
+            self.tried.add(self.ep)
+            log.debug("endpoint %s:%s failed: %s", self.ep[0], self.ep[1],
+                      "timeout" if isinstance(err, asyncio.CancelledError) else err)
+            if _fut is not None:
+                self._dial()  # called back: go on with the next endpoint ourselves
+            return False
+        self.waiter = fut
+        fut.add_done_callback(self._step)
+        return True
+
+    def _undial(self) -> None:
+        self.dial = self.waiter = None
+        d = ConnectDeadlines._by_loop.get(self.loop)  # type: ignore[arg-type]
+        if d is not None:
+            d.dialing.pop(self, None)
+
+    def dial_timed_out(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.cancel()
 class UdpRelay(asyncio.DatagramProtocol):
     """One service port's UDP listener: a connected upstream socket per client address."""
 

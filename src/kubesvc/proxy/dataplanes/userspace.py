@@ -52,7 +52,8 @@ class Listener:
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         if self.protocol == "TCP":
-            self.server = await loop.create_server(lambda: TcpRelay(self.balancer), host, port,
+            # the loop is handed to each relay: asyncio.get_running_loop() is a getpid() syscall in 3.11
+            self.server = await loop.create_server(lambda: TcpRelay(self.balancer, loop=loop), host, port,
                                                    reuse_address=True, backlog=4096)
             self.port = self.server.sockets[0].getsockname()[1]
         elif self.protocol == "UDP":
