@@ -77,7 +77,7 @@ def dp_with_kernel(kernel_vs: dict, kernel_dests: dict) -> IpvsDataPlane:
 
 def plan_for(dp: IpvsDataPlane, *entries: ServiceEntry, full: bool = True):
     desired = DesiredState({e.port.name: e for e in entries}, node_ips=NODE)
-    tv, ta, ts = set(), set(), {}
+    tv, ta, ts = set(), set(), set()
     dp._node_addrs = NODE
     dp._update_contributions(desired, changed_services(desired, dp._applied, True), tv, ta, ts)
     if full:

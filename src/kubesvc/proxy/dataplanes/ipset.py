@@ -33,6 +33,7 @@ EXTERNAL_IP_LOCAL = "KUBE-EXTERNAL-IP-LOCAL"
 LOAD_BALANCER = "KUBE-LOAD-BALANCER"
 LOAD_BALANCER_LOCAL = "KUBE-LOAD-BALANCER-LOCAL"
 LOAD_BALANCER_FW = "KUBE-LOAD-BALANCER-FW"
+LOAD_BALANCER_SOURCE_IP = "KUBE-LOAD-BALANCER-SOURCE-IP"
 LOAD_BALANCER_SOURCE_CIDR = "KUBE-LOAD-BALANCER-SOURCE-CIDR"
 NODE_PORT_TCP = "KUBE-NODE-PORT-TCP"
 NODE_PORT_LOCAL_TCP = "KUBE-NODE-PORT-LOCAL-TCP"
@@ -53,6 +54,8 @@ SETS: dict[str, SetInfo] = {s.name: s for s in (
             "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
     SetInfo(LOAD_BALANCER_FW, "hash:ip,port",
             "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
+    SetInfo(LOAD_BALANCER_SOURCE_IP, "hash:ip,port,ip",
+            "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
     SetInfo(LOAD_BALANCER_SOURCE_CIDR, "hash:ip,port,net",
             "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
     SetInfo(NODE_PORT_TCP, "bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose"),
@@ -97,6 +100,19 @@ async def save() -> dict[str, set[str]]:
     if proc.returncode != 0:
         raise RuntimeError(f"ipset save failed: {err.decode().strip()}")
     return parse_save(out.decode())
+
+
+async def destroy_ours(present: set[str]) -> list[str]:
+    """`ipset destroy` each of our sets in `present` (after the rules using them are gone);
+    returns the ones the kernel refused, with why."""
+    failed = []
+    for name in sorted(present & SETS.keys()):
+        proc = await asyncio.create_subprocess_exec("ipset", "destroy", name, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            failed.append(f"{name}: {err.decode().strip()}")
+    return failed
 
 
 async def restore(script: str) -> None:

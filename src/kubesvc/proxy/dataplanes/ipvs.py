@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import ipaddress
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from kubesvc.proxy.dataplanes import ipset as ipsets
 from kubesvc.proxy.dataplanes.base import SyncResult, changed_services
@@ -71,85 +73,137 @@ JUMPS = [
     ("filter", "INPUT", '-m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER'),
     ("filter", "OUTPUT", '-m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-OUT-FILTER'),
 ]
-# Chains the iptables data plane leaves behind; the first full sync empties them so a
-# mode switch does not keep stale DNATs or REJECTs in front of IPVS.
-IPTABLES_MODE_LEFTOVERS = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
-IPTABLES_MODE_SHARED = {"nat": ("KUBE-NODEPORTS",),
-                        "filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")}
-
 
 # -- what one service port asks of the kernel (pure) -------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contribution:
-    """The virtual servers, kube-ipvs0 addresses and set entries one service port needs."""
+    """The virtual servers, kube-ipvs0 addresses and set entries one service port needs.
+
+    Set entries are (set name, entry) pairs in one tuple: aggregating them is one C-level
+    Counter update per service, where a dict of per-set frozensets cost a third of a
+    10,000-service plan. `out_filter` holds the (LB IP, protocol, port) triples the node
+    itself may not reach (KUBE-IPVS-OUT-FILTER)."""
 
     vs: dict[VSKey, tuple[VSSpec, frozenset[Dest]]] = field(default_factory=dict)
     addrs: frozenset[str] = frozenset()
-    sets: dict[str, frozenset[str]] = field(default_factory=dict)
+    entries: tuple[tuple[str, str], ...] = ()
+    out_filter: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def sets(self) -> dict[str, frozenset[str]]:
+        """The entries grouped by set (for reading and tests)."""
+        out: dict[str, set[str]] = {}
+        for name, e in self.entries:
+            out.setdefault(name, set()).add(e)
+        return {k: frozenset(v) for k, v in out.items()}
+
+
+@lru_cache(maxsize=4096)
+def _spec(scheduler: str, flags: int, timeout: int) -> VSSpec:
+    return VSSpec(scheduler, flags, timeout)
+
+
+@lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
+
+
+def _covers(cidr: str, ip: str | None) -> bool:
+    net = _network(cidr)
+    if net is None or not ip:
+        return False
+    try:
+        return ipaddress.ip_address(ip) in net
+    except ValueError:
+        return False
+
+
+def _dests(endpoints) -> frozenset[Dest]:
+    return frozenset([Dest(e.ip, e.port) for e in endpoints])
 
 
 def service_contribution(entry: ServiceEntry, scheduler: str = "rr",
-                         node_addrs: tuple[str, ...] = ()) -> Contribution:
-    """kube-proxy's syncProxyRules body for one service port."""
+                         node_addrs: tuple[str, ...] = (), node_ip: str | None = None) -> Contribution:
+    """kube-proxy's syncProxyRules body for one service port.
+
+    `node_addrs` are the addresses NodePorts answer on; `node_ip` is the node's primary
+    address, which decides whether loadBalancerSourceRanges let the node itself reach
+    the LB IP (kube-proxy's allowFromNode)."""
     sp = entry.port
-    proto, p = sp.protocol.upper(), sp.proto
+    proto, p, port = sp.protocol.upper(), sp.proto, sp.port
     flags = (FLAG_PERSISTENT if sp.affinity_timeout else 0) | (FLAG_SOURCE_HASH if scheduler == "mh" else 0)
-    spec = VSSpec(scheduler, flags, sp.affinity_timeout)
-    internal = frozenset(Dest(e.ip, e.port) for e in entry.cluster_endpoints)
-    external = frozenset(Dest(e.ip, e.port) for e in entry.external_endpoints)
+    spec = _spec(scheduler, flags, sp.affinity_timeout)
+    cluster_eps, external_eps = entry.cluster_endpoints, entry.external_endpoints
+    internal = _dests(cluster_eps)
+    external = internal if external_eps is cluster_eps else _dests(external_eps)
     local = sp.external_policy_local
     vs: dict[VSKey, tuple[VSSpec, frozenset[Dest]]] = {}
-    addrs: set[str] = set()
-    sets: dict[str, set[str]] = {}
-    add = lambda name, e: sets.setdefault(name, set()).add(e)  # noqa: E731
-    node_set = set(node_addrs)
+    addrs: list[str] = []
+    entries: list[tuple[str, str]] = []
+    out: list[tuple[str, str, int]] = []
+    add = entries.append
 
     for ep in entry.endpoints.all:  # hairpin: a local endpoint reaching itself through the service
         if ep.is_local:
-            add(ipsets.LOOP_BACK, f"{ep.ip},{p}:{ep.port},{ep.ip}")
-    if sp.cluster_ip and sp.cluster_ip != "None":
-        add(ipsets.CLUSTER_IP, f"{sp.cluster_ip},{p}:{sp.port}")
-        vs[VSKey(proto, sp.cluster_ip, sp.port)] = (spec, internal)
-        addrs.add(sp.cluster_ip)
+            add((ipsets.LOOP_BACK, f"{ep.ip},{p}:{ep.port},{ep.ip}"))
+    cip = sp.cluster_ip
+    if cip and cip != "None":
+        add((ipsets.CLUSTER_IP, f"{cip},{p}:{port}"))
+        vs[VSKey(proto, cip, port)] = (spec, internal)
+        addrs.append(cip)
     for ip in sp.external_ips:
-        add(ipsets.EXTERNAL_IP_LOCAL if local else ipsets.EXTERNAL_IP, f"{ip},{p}:{sp.port}")
-        vs[VSKey(proto, ip, sp.port)] = (spec, external)
-        if ip not in node_set:  # never move a node's own address onto kube-ipvs0
-            addrs.add(ip)
+        add((ipsets.EXTERNAL_IP_LOCAL if local else ipsets.EXTERNAL_IP, f"{ip},{p}:{port}"))
+        vs[VSKey(proto, ip, port)] = (spec, external)
+        if ip not in node_addrs:  # never move a node's own address onto kube-ipvs0
+            addrs.append(ip)
     for ip in sp.load_balancer_ips:
-        e = f"{ip},{p}:{sp.port}"
-        add(ipsets.LOAD_BALANCER, e)
+        e = f"{ip},{p}:{port}"
+        add((ipsets.LOAD_BALANCER, e))
         if local:
-            add(ipsets.LOAD_BALANCER_LOCAL, e)
+            add((ipsets.LOAD_BALANCER_LOCAL, e))
         if sp.load_balancer_source_ranges:
-            add(ipsets.LOAD_BALANCER_FW, e)
+            add((ipsets.LOAD_BALANCER_FW, e))
+            allow_from_node = False
             for cidr in sp.load_balancer_source_ranges:
-                add(ipsets.LOAD_BALANCER_SOURCE_CIDR, f"{e},{cidr}")
-        vs[VSKey(proto, ip, sp.port)] = (spec, external)
-        if ip not in node_set:
-            addrs.add(ip)
+                add((ipsets.LOAD_BALANCER_SOURCE_CIDR, f"{e},{cidr}"))
+                allow_from_node = allow_from_node or _covers(cidr, node_ip)
+            if allow_from_node:
+                # the node reaches the LB IP with the LB IP as source (it is on kube-ipvs0)
+                add((ipsets.LOAD_BALANCER_SOURCE_IP, f"{e},{ip}"))
+            else:  # the source ranges leave the node out: its own connections are dropped
+                out.append((ip, p, port))
+        vs[VSKey(proto, ip, port)] = (spec, external)
+        if ip not in node_addrs:
+            addrs.append(ip)
     if sp.node_port:
         if proto == "SCTP":
             for ip in node_addrs:
-                add(ipsets.NODE_PORT_SCTP, f"{ip},{p}:{sp.node_port}")
+                add((ipsets.NODE_PORT_SCTP, f"{ip},{p}:{sp.node_port}"))
                 if local:
-                    add(ipsets.NODE_PORT_LOCAL_SCTP, f"{ip},{p}:{sp.node_port}")
+                    add((ipsets.NODE_PORT_LOCAL_SCTP, f"{ip},{p}:{sp.node_port}"))
         else:
-            add(ipsets.NODE_PORT_TCP if proto == "TCP" else ipsets.NODE_PORT_UDP, str(sp.node_port))
+            add((ipsets.NODE_PORT_TCP if proto == "TCP" else ipsets.NODE_PORT_UDP, str(sp.node_port)))
             if local:
-                add(ipsets.NODE_PORT_LOCAL_TCP if proto == "TCP" else ipsets.NODE_PORT_LOCAL_UDP, str(sp.node_port))
+                add((ipsets.NODE_PORT_LOCAL_TCP if proto == "TCP" else ipsets.NODE_PORT_LOCAL_UDP,
+                     str(sp.node_port)))
         for ip in node_addrs:
             vs[VSKey(proto, ip, sp.node_port)] = (spec, external)
     if sp.health_check_node_port:
-        add(ipsets.HEALTH_CHECK_NODE_PORT, str(sp.health_check_node_port))
-    for ip in addrs:
-        add(ipsets.IPVS_IPS, ip)
-    return Contribution(vs, frozenset(addrs), {k: frozenset(v) for k, v in sets.items()})
+        add((ipsets.HEALTH_CHECK_NODE_PORT, str(sp.health_check_node_port)))
+    bound = frozenset(addrs)
+    entries.extend((ipsets.IPVS_IPS, ip) for ip in bound)
+    return Contribution(vs, bound, tuple(entries), tuple(out))
 
 
-def render_rules(nonempty: set[str], cluster_cidr: str | None) -> str:
-    """kube-proxy's writeIptablesRules: one restore input for our nat and filter chains."""
+def render_rules(nonempty: set[str], cluster_cidr: str | None,
+                 out_filter: list[tuple[str, str, int]] | tuple = ()) -> str:
+    """kube-proxy's writeIptablesRules: one restore input for our nat and filter chains.
+
+    `out_filter` lists the (LB IP, protocol, port) the node may not reach itself."""
     def c(name: str) -> str:
         return f'-m comment --comment "{ipsets.SETS[name].comment}"'
 
@@ -172,7 +226,8 @@ def render_rules(nonempty: set[str], cluster_cidr: str | None) -> str:
             nat.append(f"-A {chain} {pm}{c(name)} -m set --match-set {name} {match} -j {target}")
     for name, chain, match, target in (
             (ipsets.LOAD_BALANCER_FW, "KUBE-PROXY-FIREWALL", "dst,dst", "KUBE-SOURCE-RANGES-FIREWALL"),
-            (ipsets.LOAD_BALANCER_SOURCE_CIDR, "KUBE-SOURCE-RANGES-FIREWALL", "dst,dst,src", "RETURN")):
+            (ipsets.LOAD_BALANCER_SOURCE_CIDR, "KUBE-SOURCE-RANGES-FIREWALL", "dst,dst,src", "RETURN"),
+            (ipsets.LOAD_BALANCER_SOURCE_IP, "KUBE-SOURCE-RANGES-FIREWALL", "dst,dst,src", "RETURN")):
         if name in nonempty:
             flt.append(f"-A {chain} {c(name)} -m set --match-set {name} {match} -j {target}")
     if ipsets.CLUSTER_IP in nonempty:
@@ -192,6 +247,12 @@ def render_rules(nonempty: set[str], cluster_cidr: str | None) -> str:
     nat.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
     nat.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
     flt.append("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP")
+    # kube-proxy 1.30+ (kubernetes#119656), whatever --ipvs-strict-arp says: a connection the
+    # node opens to an LB IP leaves with that IP as source (it is bound to kube-ipvs0) and
+    # IPVS takes it in OUTPUT, before any source-range check could see it; when the ranges
+    # do not cover the node, drop what IPVS scheduled for that virtual server.
+    for ip, proto, port in out_filter:
+        flt.append(f"-A KUBE-IPVS-OUT-FILTER -s {ip} -m ipvs --vaddr {ip} --vproto {proto} --vport {port} -j DROP")
     for name in (ipsets.CLUSTER_IP, ipsets.LOAD_BALANCER):  # acceptIPVSTraffic
         if name in nonempty:
             nat.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
@@ -220,7 +281,12 @@ def _decrement(counter: Counter, keys) -> None:
         if n > 0:
             counter[k] = n
         else:
-            del counter[k]
+            del counter[k]  # a Counter holds only what is wanted: its keys are the desired set
+
+
+def _primary_ip(node_ips: tuple[str, ...]) -> str | None:
+    """The node IP kube-proxy's allowFromNode checks: the first IPv4 one (this plane is IPv4)."""
+    return next((ip for ip in node_ips if ":" not in ip), None)
 
 
 # -- the data plane -------------------------------------------------------------------------
@@ -246,6 +312,16 @@ class Plan:
                 + len(self.dest_del) + len(self.bind) + len(self.unbind))
 
 
+def _group(pairs) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name, e in pairs:
+        s = out.get(name)
+        if s is None:
+            s = out[name] = set()
+        s.add(e)
+    return out
+
+
 class IpvsDataPlane:
     """Programs kube-proxy's ipvs layout; see the module docstring."""
 
@@ -253,69 +329,80 @@ class IpvsDataPlane:
 
     def __init__(self, backend: Backend, *, scheduler: str = "rr", cluster_cidr: str | None = "10.244.0.0/16",
                  exclude_cidrs: tuple[str, ...] = (), drain_interval: float = 5.0,
-                 timeouts: tuple[int, int, int] = (0, 0, 0)):
+                 timeouts: tuple[int, int, int] = (0, 0, 0), cleanup_leftovers: bool = True):
         self.backend = backend
         self.scheduler = scheduler
         self.cluster_cidr = cluster_cidr
         self.exclude = [ipaddress.ip_network(c) for c in exclude_cidrs]
         self.drain_interval = drain_interval
         self.timeouts = timeouts
+        self.cleanup_leftovers = cleanup_leftovers  # remove the other modes' rules on the first sync
         self._ipvs = None  # IPVSClient, made on first sync (needs the kernel)
         self._dummy = None
         self._lock = asyncio.Lock()
         self._applied: dict[ServicePortName, ServiceEntry] = {}
         self._contrib: dict[ServicePortName, Contribution] = {}
-        # what should be, aggregated over services (addresses and entries are shared by ports)
+        # what should be, aggregated over services (addresses and entries are shared by ports);
+        # the Counters hold only positive counts, so their keys are exactly what is wanted
         self._want_vs: dict[VSKey, tuple[VSSpec, frozenset[Dest]]] = {}
         self._vs_owner: dict[VSKey, ServicePortName] = {}
         self._want_addrs: Counter[str] = Counter()
-        self._want_sets: dict[str, Counter[str]] = {n: Counter() for n in ipsets.SETS}
+        self._want_entries: Counter[tuple[str, str]] = Counter()  # (set, entry)
+        self._set_refs: Counter[str] = Counter()  # entries per set, for the rules that need a non-empty set
+        self._want_out: Counter[tuple[str, str, int]] = Counter()
         # our picture of the kernel
         self._k_vs: dict[VSKey, VSSpec] = {}
         self._k_dests: dict[VSKey, dict[Dest, int]] = {}
         self._k_addrs: set[str] = set()
-        self._k_sets: dict[str, set[str]] = {n: set() for n in ipsets.SETS}
+        self._k_entries: set[tuple[str, str]] = set()
         self._draining: dict[tuple[VSKey, Dest], float] = {}
         self._rules_text = ""
         self._node_addrs: tuple[str, ...] = ()
+        self._node_ip: str | None = None
         self._need_full = True
         self._initialized = False
         self._drainer: asyncio.Task | None = None
         self.last_plan = Plan()
+        self.last_reap_keys = 0  # virtual servers the last drain check listed (benchmarks, tests)
 
     # -- desired-side bookkeeping -----------------------------------------------------
     def _update_contributions(self, desired: DesiredState, changed: set[ServicePortName],
                               touched_vs: set[VSKey], touched_addrs: set[str],
-                              touched_sets: dict[str, set[str]]) -> None:
+                              touched_entries: set[tuple[str, str]]) -> None:
+        want_vs, owner, contrib = self._want_vs, self._vs_owner, self._contrib
+        services = desired.services
         for spn in sorted(changed):
-            old = self._contrib.pop(spn, None)
+            old = contrib.pop(spn, None)
             if old is not None:
                 for key in old.vs:
-                    if self._vs_owner.get(key) == spn:
-                        del self._vs_owner[key]
-                        del self._want_vs[key]
+                    if owner.get(key) == spn:
+                        del owner[key]
+                        del want_vs[key]
                     touched_vs.add(key)
                 _decrement(self._want_addrs, old.addrs)
                 touched_addrs.update(old.addrs)
-                for name, entries in old.sets.items():
-                    _decrement(self._want_sets[name], entries)
-                    touched_sets.setdefault(name, set()).update(entries)
-            entry = desired.services.get(spn)
+                _decrement(self._want_entries, old.entries)
+                _decrement(self._set_refs, [name for name, _ in old.entries])
+                touched_entries.update(old.entries)
+                _decrement(self._want_out, old.out_filter)
+            entry = services.get(spn)
             if entry is None:
                 continue
-            new = service_contribution(entry, self.scheduler, self._node_addrs)
-            self._contrib[spn] = new
+            new = service_contribution(entry, self.scheduler, self._node_addrs, self._node_ip)
+            contrib[spn] = new
             for key, val in new.vs.items():
-                if key not in self._vs_owner:  # two services claiming one address:port: first wins
-                    self._vs_owner[key] = spn
-                    self._want_vs[key] = val
+                if key not in owner:  # two services claiming one address:port: first wins
+                    owner[key] = spn
+                    want_vs[key] = val
                 touched_vs.add(key)
             self._want_addrs.update(new.addrs)
             touched_addrs.update(new.addrs)
-            for name, entries in new.sets.items():
-                self._want_sets[name].update(entries)
-                touched_sets.setdefault(name, set()).update(entries)
-        self._applied = dict(desired.services)
+            self._want_entries.update(new.entries)
+            self._set_refs.update([name for name, _ in new.entries])
+            touched_entries.update(new.entries)
+            if new.out_filter:
+                self._want_out.update(new.out_filter)
+        self._applied = dict(services)
 
     def _excluded(self, ip: str) -> bool:
         if not self.exclude:
@@ -324,53 +411,62 @@ class IpvsDataPlane:
         return any(addr in net for net in self.exclude)
 
     # -- planning (pure given the two pictures) -----------------------------------------
-    def plan(self, touched_vs: set[VSKey], touched_addrs: set[str], touched_sets: dict[str, set[str]],
+    def plan(self, touched_vs: set[VSKey], touched_addrs: set[str], touched_entries: set[tuple[str, str]],
              full: bool) -> Plan:
+        """The difference between what is wanted and our picture of the kernel.
+
+        A full plan compares everything with set operations (C loops); a partial one only
+        what the changed services touched."""
         pl = Plan()
+        want_e, have_e = self._want_entries, self._k_entries
+        want_a, have_a = self._want_addrs, self._k_addrs
+        want_vs, have_vs = self._want_vs, self._k_vs
+        if full:
+            e_add, e_del = want_e.keys() - have_e, have_e - want_e.keys()
+            pl.bind, pl.unbind = want_a.keys() - have_a, have_a - want_a.keys()
+            vs_new = want_vs.keys() - have_vs.keys()
+            vs_gone = have_vs.keys() - want_vs.keys()
+            vs_both = want_vs.keys() & have_vs.keys()
+        else:
+            e_add = {t for t in touched_entries if t in want_e and t not in have_e}
+            e_del = {t for t in touched_entries if t not in want_e and t in have_e}
+            pl.bind = {ip for ip in touched_addrs if ip in want_a and ip not in have_a}
+            pl.unbind = {ip for ip in touched_addrs if ip not in want_a and ip in have_a}
+            vs_new = {k for k in touched_vs if k in want_vs and k not in have_vs}
+            vs_gone = {k for k in touched_vs if k not in want_vs and k in have_vs}
+            vs_both = {k for k in touched_vs if k in want_vs and k in have_vs}
+        pl.set_adds, pl.set_dels = _group(e_add), _group(e_del)
+        for key in sorted(vs_new):
+            spec, dests = want_vs[key]
+            pl.vs_add[key] = spec
+            pl.dest_add.extend((key, d) for d in sorted(dests))
+        pl.vs_del = [k for k in sorted(vs_gone) if not self._excluded(k.ip)]
         now = time.monotonic()
-        for name, entries in touched_sets.items():
-            want, have = self._want_sets[name], self._k_sets[name]
-            for e in entries:
-                if want[e] > 0 and e not in have:
-                    pl.set_adds.setdefault(name, set()).add(e)
-                elif want[e] <= 0 and e in have:
-                    pl.set_dels.setdefault(name, set()).add(e)
-        for ip in touched_addrs:
-            if self._want_addrs[ip] > 0 and ip not in self._k_addrs:
-                pl.bind.add(ip)
-            elif self._want_addrs[ip] <= 0 and ip in self._k_addrs:
-                pl.unbind.add(ip)
-        for key in sorted(touched_vs):
-            want = self._want_vs.get(key)
-            have = self._k_vs.get(key)
-            if want is None:
-                if have is not None and not self._excluded(key.ip):
-                    pl.vs_del.append(key)
-                continue
-            spec, dests = want
-            if have is None:
-                pl.vs_add[key] = spec
-                pl.dest_add.extend((key, d) for d in sorted(dests))
-                continue
+        k_dests, draining = self._k_dests, self._draining
+        for key in sorted(vs_both):
+            spec, dests = want_vs[key]
+            have = have_vs[key]
             # the proc file shows persistence in jiffies: on full syncs re-assert persistent services
             if have.scheduler != spec.scheduler or (have.flags & FLAG_PERSISTENT) != (spec.flags & FLAG_PERSISTENT) \
                     or (full and spec.flags & FLAG_PERSISTENT) or (not full and have != spec):
                 pl.vs_set[key] = spec
-            kd = self._k_dests.get(key, {})
+            kd = k_dests.get(key) or {}
+            if kd.keys() == dests and all(w == 1 for w in kd.values()):
+                continue  # the common case on a full sync: nothing to do for its real servers
             for d in sorted(dests):
                 w = kd.get(d)
                 if w is None:
                     pl.dest_add.append((key, d))
                 elif w != 1:
                     pl.dest_weight.append((key, d, 1))
-                self._draining.pop((key, d), None)
+                draining.pop((key, d), None)
             for d, w in sorted(kd.items()):
                 if d in dests:
                     continue
                 if key.protocol == "TCP":
                     if w != 0:
                         pl.dest_weight.append((key, d, 0))
-                    self._draining.setdefault((key, d), now)
+                    draining.setdefault((key, d), now)
                 else:
                     pl.dest_del.append((key, d))
         return pl
@@ -383,7 +479,7 @@ class IpvsDataPlane:
         self._k_vs = {k: v.spec for k, v in kvs.items()}
         self._k_dests = {k: {d: w for d, (w, _, _) in v.dests.items()} for k, v in kvs.items()}
         self._k_addrs = addrs
-        self._k_sets = {n: set(sets.get(n, ())) for n in ipsets.SETS}
+        self._k_entries = {(n, e) for n, es in sets.items() if n in ipsets.SETS for e in es}
 
     def _init_kernel(self) -> None:
         from kubesvc.proxy.dataplanes import ipvs_netlink as nl
@@ -426,63 +522,47 @@ class IpvsDataPlane:
 
     def _commit_picture(self, pl: Plan) -> None:
         for name, es in pl.set_adds.items():
-            self._k_sets[name] |= es
+            self._k_entries.update((name, e) for e in es)
         for name, es in pl.set_dels.items():
-            self._k_sets[name] -= es
+            self._k_entries.difference_update((name, e) for e in es)
         self._k_addrs |= pl.bind
         self._k_addrs -= pl.unbind
-        for k, s in {**pl.vs_add, **pl.vs_set}.items():
-            self._k_vs[k] = s
-            self._k_dests.setdefault(k, {})
+        k_vs, k_dests = self._k_vs, self._k_dests
+        for k, s in pl.vs_add.items():
+            k_vs[k] = s
+            k_dests.setdefault(k, {})
+        k_vs.update(pl.vs_set)
         for k, d in pl.dest_add:
-            self._k_dests[k][d] = 1
+            k_dests[k][d] = 1
         for k, d, w in pl.dest_weight:
-            self._k_dests[k][d] = w
+            k_dests[k][d] = w
         for k, d in pl.dest_del:
-            self._k_dests.get(k, {}).pop(d, None)
-        for k in pl.vs_del:
-            self._k_vs.pop(k, None)
-            self._k_dests.pop(k, None)
-            for dk in [dk for dk in self._draining if dk[0] == k]:
+            k_dests.get(k, {}).pop(d, None)
+        if pl.vs_del:
+            gone = set(pl.vs_del)
+            for k in gone:
+                k_vs.pop(k, None)
+                k_dests.pop(k, None)
+            for dk in [dk for dk in self._draining if dk[0] in gone]:
                 del self._draining[dk]
 
-    async def _iptables(self, text: str, extra_nat: list[str], extra_filter: list[str]) -> None:
-        for table, extra in (("nat", extra_nat), ("filter", extra_filter)):
-            if not extra:
-                continue
-            # declarations right after the table header, deletions just before its COMMIT
-            decl = "".join(f"{line}\n" for line in extra if line.startswith(":"))
-            dels = "".join(f"{line}\n" for line in extra if line.startswith("-X"))
-            head = text.index(f"*{table}\n") + len(table) + 2
-            text = text[:head] + decl + text[head:]
-            end = text.index("COMMIT\n", head)
-            text = text[:end] + dels + text[end:]
+    async def _iptables(self, text: str) -> None:
         rc, err = await self.backend.restore_noflush(text)
         if rc != 0:
             raise RuntimeError(f"{self.backend.restore} failed ({rc}): {err[:2000]}")
 
-    async def _leftovers(self) -> tuple[list[str], list[str]]:
-        """Declarations (= flushes) and deletions of the iptables mode's chains, if present."""
-        nat, flt = [], []
-        for table, out in (("nat", nat), ("filter", flt)):
-            proc = await asyncio.create_subprocess_exec(self.backend.save, "-t", table,
-                                                        stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.DEVNULL)
-            text = (await proc.communicate())[0].decode()
-            chains = [line[1:].split()[0] for line in text.splitlines() if line.startswith(":KUBE-")]
-            per_service = [ch for ch in chains if ch.startswith(IPTABLES_MODE_LEFTOVERS)]
-            shared = [ch for ch in chains if ch in IPTABLES_MODE_SHARED[table]]
-            # these lines go after our own declarations: declare (flush), then delete per-service ones
-            out += [f":{ch} - [0:0]" for ch in per_service + shared]
-            out += [f"-X {ch}" for ch in per_service]
-            if table == "nat":
-                out += [f"-X {ch}" for ch in shared]
-        return nat, flt
-
     # -- the duty ---------------------------------------------------------------------------
     async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
         async with self._lock:
-            return await self._sync(desired, full)
+            # a big sync allocates hundreds of thousands of small objects, all kept: the cyclic
+            # GC would rescan the growing heap again and again for nothing (as in iptables.py)
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                return await self._sync(desired, full)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
 
     async def _sync(self, desired: DesiredState, full: bool) -> SyncResult:
         from kubesvc.proxy.dataplanes import ipvs_netlink as nl
@@ -490,45 +570,57 @@ class IpvsDataPlane:
         full = full or self._need_full
         if not self._initialized:
             await asyncio.to_thread(self._init_kernel)
+        t_start = time.perf_counter()
         changed = changed_services(desired, self._applied, full)
+        node_ip = _primary_ip(desired.node_ips)
+        if node_ip != self._node_ip:  # allowFromNode of every service with source ranges may flip
+            self._node_ip = node_ip
+            changed |= {spn for spn, e in desired.services.items() if e.port.load_balancer_source_ranges}
+            changed |= {spn for spn, e in self._applied.items() if e.port.load_balancer_source_ranges}
+        other = 0.0
         if full:
+            t_read = time.perf_counter()
             addrs = tuple(await asyncio.to_thread(nl.node_addresses))
+            other += time.perf_counter() - t_read
             if addrs != self._node_addrs:
                 self._node_addrs = addrs
                 changed |= {spn for spn, e in desired.services.items() if e.port.node_port}
                 changed |= {spn for spn, e in self._applied.items() if e.port.node_port}
         touched_vs: set[VSKey] = set()
         touched_addrs: set[str] = set()
-        touched_sets: dict[str, set[str]] = {}
-        self._update_contributions(desired, changed, touched_vs, touched_addrs, touched_sets)
-        other = 0.0
+        touched_entries: set[tuple[str, str]] = set()
+        self._update_contributions(desired, changed, touched_vs, touched_addrs, touched_entries)
         if full:
             t_read = time.perf_counter()
             await self._read_kernel()
-            other = time.perf_counter() - t_read
-            touched_vs = set(self._want_vs) | set(self._k_vs)
-            touched_addrs = set(self._want_addrs) | self._k_addrs
-            touched_sets = {n: set(self._want_sets[n]) | self._k_sets[n] for n in ipsets.SETS}
+            other += time.perf_counter() - t_read
+            now = time.monotonic()
             for key, dests in self._k_dests.items():  # weight-0 leftovers of a previous run keep draining
+                if key.protocol != "TCP" or 0 not in dests.values():
+                    continue
                 want = self._want_vs.get(key)
                 for d, w in dests.items():
-                    if w == 0 and (want is None or d not in want[1]) and key.protocol == "TCP":
-                        self._draining.setdefault((key, d), time.monotonic())
-        pl = self.plan(touched_vs, touched_addrs, touched_sets, full)
-        nonempty = {n for n, cnt in self._want_sets.items() if cnt} if (full or touched_sets) else None
+                    if w == 0 and (want is None or d not in want[1]):
+                        self._draining.setdefault((key, d), now)
+        pl = self.plan(touched_vs, touched_addrs, touched_entries, full)
+        text = render_rules({n for n, c in self._set_refs.items() if c > 0}, self.cluster_cidr,
+                            sorted(self._want_out))
         t1 = time.perf_counter()
         errors: list[str] = []
         try:
+            if full and self.cleanup_leftovers:
+                # the iptables/userspace modes' chains and jumps (their DNATs and REJECTs would
+                # act before IPVS sees the traffic); once per process
+                from kubesvc.proxy.dataplanes.cleanup import remove_leftovers
+                await remove_leftovers(self.backend, "ipvs")
+                self.cleanup_leftovers = False
             # sets first, in one `ipset restore` as kube-proxy's syncIPSetEntries (rules refer to them),
             # then virtual servers, then the addresses that route into them
             await ipsets.restore(ipsets.render_restore(pl.set_adds, pl.set_dels, create=full))
             errors += await asyncio.to_thread(self._apply_netlink, pl)
-            if nonempty is not None:
-                text = render_rules(nonempty, self.cluster_cidr)
-                if full or text != self._rules_text:
-                    extra = await self._leftovers() if not self._rules_text else ([], [])
-                    await self._iptables(text, *extra)
-                    self._rules_text = text
+            if full or text != self._rules_text:
+                await self._iptables(text)
+                self._rules_text = text
             if full:
                 await ensure_jumps(self.backend, JUMPS)
             errors += await asyncio.to_thread(self._apply_removals, pl)
@@ -537,9 +629,10 @@ class IpvsDataPlane:
             raise
         self._commit_picture(pl)
         if full:  # the proc file cannot show every flag: from now on trust what we set
+            k_vs = self._k_vs
             for key, (spec, _) in self._want_vs.items():
-                if key in self._k_vs:
-                    self._k_vs[key] = spec
+                if key in k_vs:
+                    k_vs[key] = spec
         self.last_plan = pl
         if errors:
             self._need_full = True  # our picture is wrong somewhere: re-read the kernel next time
@@ -550,21 +643,25 @@ class IpvsDataPlane:
             await self._reap_drained()
             self._start_drainer()
         return SyncResult(full=full, services_written=len(changed), rules=self.rule_counts(),
-                          compute_seconds=t1 - t0 - other, apply_seconds=t2 - t1,
-                          other_seconds=other + time.perf_counter() - t2)
+                          compute_seconds=t1 - t_start - other, apply_seconds=t2 - t1,
+                          other_seconds=other + (t_start - t0) + time.perf_counter() - t2)
 
     # -- graceful real-server removal ---------------------------------------------------
     async def _reap_drained(self) -> None:
-        """Delete weight-0 real servers that no longer carry connections."""
-        from kubesvc.proxy.dataplanes import ipvs_netlink as nl
-        kvs = await asyncio.to_thread(nl.read_ipvs)
+        """Delete weight-0 real servers that no longer carry connections.
+
+        Only the virtual servers that have a draining real server are listed (one
+        GET_DEST dump each), not the whole IPVS table."""
+        keys = sorted({key for key, _ in self._draining})
+        self.last_reap_keys = len(keys)
+        now = await asyncio.to_thread(self._ipvs.get_dests, keys)
         done = []
         for (key, d) in list(self._draining):
-            vs = kvs.get(key)
-            if vs is None or d not in vs.dests:
+            dests = now.get(key)
+            if dests is None or d not in dests:
                 done.append((key, d))
                 continue
-            weight, active, inactive = vs.dests[d]
+            weight, active, inactive = dests[d]
             if weight == 0 and active + inactive == 0:
                 done.append((key, d))
         if not done:
