@@ -1,26 +1,39 @@
-"""TCP and UDP relays for the userspace data plane: asyncio protocols, no thread per connection.
+"""TCP and UDP relays for the userspace data plane: no thread per connection, no copies beyond one read.
 
 A :class:`Balancer` picks the endpoint for a new connection (round robin, or
-ClientIP affinity with a timeout). :class:`TcpRelay` is the server protocol for
-one accepted client; it opens the upstream connection and then the two sides
-pass bytes straight through (the bytes object a read produced is what the other
-transport writes: no copies), with back-pressure both ways (pause reading one
-side while the other's write buffer is full) and half-close passed on.
+ClientIP affinity with a timeout).
 
-Half-close and uvloop: uvloop 0.21–0.23 was seen to abort ("double free or
-corruption") when a relay called ``transport.write_eof()`` under heavy
-connection-close load. So EOF is passed on only once the peer's write buffer is
-empty (the same order the kernel would keep), never twice, never on a closing
-transport, and a full close of both sides replaces write_eof when the other side
-has already finished sending. tests/integration/proxy hammers this path.
+TCP: one :class:`TcpRelayEngine` per event loop serves every :class:`TcpListener`
+and relayed connection on raw non-blocking sockets in one epoll set, which the
+event loop watches as a single descriptor (see the engine's docstring for why not
+asyncio transports: a new connection cost the relay twice HAProxy's CPU with
+them). Each connection is two :class:`_End` objects; bytes read from one are sent
+to the other straight from a shared buffer, with back-pressure both ways (a socket
+whose peer is backed up stops being read), half-close passed on (an EOF becomes
+shutdown(SHUT_WR) of the other socket once what it is owed has been sent), a
+reset passed on as a reset, and a refused or timed-out endpoint replaced by the
+next one.
+
+(The uvloop transports used before needed care with ``write_eof()``: uvloop
+0.21-0.23 aborted with "double free or corruption" under connection-close load.
+The engine calls shutdown() itself; tests/integration/proxy still hammers that
+path under load.)
+
+UDP: :class:`UdpRelay`, asyncio datagram endpoints, one connected upstream socket
+per client address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import select
+import socket
+import struct
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -61,282 +74,359 @@ class Balancer:
         return ep
 
 
-class _Side(asyncio.Protocol):
-    """One socket of a relayed connection; `peer` is the other side."""
-
-    __slots__ = ("transport", "peer", "eof_in", "eof_out", "closed", "paused_peer", "eof_pending", "early",
-                 "early_size", "early_paused", "eof_retries")
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer: Optional["_Side"] = None
-        self.eof_in = False        # this side sent us EOF
-        self.eof_out = False       # we passed an EOF to this side
-        self.closed = False
-        self.paused_peer = False   # we paused the peer's reading because our buffer is full
-        self.eof_pending = False   # an EOF to pass to this side once its buffer drains
-        self.early: list[bytes] = []
-        self.early_size = 0
-        self.early_paused = False
-        self.eof_retries = 0
-
-    # data from this side goes to the peer
-    def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.closed:
-            peer.transport.write(data)
-        elif peer is None:
-            # bytes that arrived before the upstream connection was up; reading is not
-            # paused up front (two epoll_ctl calls per connection) unless they pile up
-            self.early.append(data)
-            self.early_size += len(data)
-            if self.early_size > 262144 and self.transport is not None:
-                self.transport.pause_reading()
-                self.early_paused = True
-
-    def eof_received(self) -> bool:
-        self.eof_in = True
-        peer = self.peer
-        if peer is None:
-            return True  # passed on once the upstream is connected
-        if peer.closed:
-            return False
-        if peer.eof_in:
-            # both directions finished: close both (no write_eof needed)
-            peer.close_soon()
-            return False
-        peer.pass_eof()
-        return True  # keep our transport open for the other direction
-
-    def pass_eof(self) -> None:
-        """Shut our write side once our buffer is empty (see the module docstring)."""
-        t = self.transport
-        if self.eof_out or self.closed or t is None or t.is_closing():
-            return
-        if t.get_write_buffer_size():
-            # uvloop queues writes and flushes them at the end of the loop iteration:
-            # look again on the next one; while the buffer is really backed up
-            # (resume_writing fires only after a pause) keep looking every 5 ms.
-            self.eof_pending = True
-            loop = asyncio.get_running_loop()
-            if self.eof_retries < 1:
-                loop.call_soon(self._retry_eof)
-            else:
-                loop.call_later(0.005, self._retry_eof)
-            self.eof_retries += 1
-            return
-        self.eof_out = True
-        try:
-            t.write_eof()
-        except (OSError, RuntimeError):
-            self.close_soon()
-
-    def _retry_eof(self) -> None:
-        if self.eof_pending:
-            self.eof_pending = False
-            self.pass_eof()
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
-            self.paused_peer = True
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.paused_peer and self.peer is not None and self.peer.transport is not None \
-                and not self.peer.closed:
-            self.paused_peer = False
-            self.peer.transport.resume_reading()
-        if self.eof_pending and not self.transport.get_write_buffer_size():
-            self.eof_pending = False
-            self.pass_eof()
-
-    def close_soon(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()  # flushes what is buffered, then closes
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        peer = self.peer
-        if peer is not None and not peer.closed and peer.transport is not None:
-            if exc is None and not self.eof_in:
-                # closed cleanly without EOF first: treat as EOF + close
-                peer.close_soon()
-            elif exc is not None:
-                peer.closed = True
-                peer.transport.abort()  # reset propagates as reset
-            else:
-                peer.close_soon()
+_RBUF = 262144  # one read: uvloop's size too; bulk wants big reads and small ones cost nothing more
+IN, OUT, ERR, HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP
+_DONTWAIT = socket.MSG_DONTWAIT
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on with 0 s: close() sends RST
+_RawSocket = socket.socket.__mro__[1]  # _socket.socket: the C type, without socket.socket's Python layer
 
 
-class _Upstream(_Side):
-    __slots__ = ()
+class TcpRelayEngine:
+    """Every TCP relay of one event loop: raw sockets in one epoll set nested in the loop.
 
-    def __init__(self, client: "TcpRelay") -> None:
-        super().__init__()
-        self.peer = client
+    The event loop watches a single descriptor, the epoll set; when it is ready the
+    engine takes every ready socket in one epoll_wait and serves it. Per relayed
+    connection that is the system calls HAProxy makes (accept4, socket, connect,
+    TCP_NODELAY on both sockets, epoll_ctl, recv/send, close) and two small Python
+    objects. uvloop transports, used before, added getsockname, getpeername and an
+    SO_ERROR check per socket, io_uring-batched epoll_ctl, and callbacks scheduled
+    a loop turn later for each side, which made a new connection cost the relay
+    about twice HAProxy's CPU. Reads go into one shared buffer and are sent straight
+    from it; only what the other socket does not take at once is copied.
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Called by the transport the moment the connect completed, before the
-        # dialling coroutine resumes: the relay starts here (uvloop sets TCP_NODELAY).
-        self.transport = transport  # type: ignore[assignment]
-        client = self.peer
-        assert isinstance(client, TcpRelay)
-        if client.closed:
-            self.closed = True
-            transport.close()
-            return
-        client.peer = self
-        if client.early:
-            for data in client.early:
-                transport.write(data)  # type: ignore[attr-defined]
-            client.early.clear()
-        if client.eof_in:
-            self.pass_eof()
-        if client.early_paused:
-            client.early_paused = False
-            client.transport.resume_reading()  # type: ignore[union-attr]
-
-
-class ConnectDeadlines:
-    """Upstream connect timeouts of one event loop, swept coarsely instead of a timer per connect.
-
-    A timer per connection (call_later + cancel) cost a libuv timer start/stop and a
-    handle each; instead every dialling relay is noted with the sweep tick by which it
-    must be connected, and one timer, running only while something is dialling,
-    cancels the laggards every TICK seconds (a timeout fires up to TICK late).
+    Level-triggered: one read per ready socket per round, and a socket whose peer is
+    backed up is taken out of the set (back-pressure) until the peer drains.
     """
 
-    TICK = 0.25
-    _by_loop: dict[asyncio.AbstractEventLoop, "ConnectDeadlines"] = {}
+    TICK = 0.25  # connect timeouts are swept this often (one timer, not one per connect)
+    _by_loop: dict[asyncio.AbstractEventLoop, "TcpRelayEngine"] = {}
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.buf = bytearray(_RBUF)
+        self.view = memoryview(self.buf)
+        self.dialing: dict[_End, int] = {}  # upstream ends still connecting -> sweep tick due
+        self.shuts: list[_End] = []  # EOFs to pass on at the end of this round (see _End.shut)
         self.tick = 0
-        self.dialing: dict["TcpRelay", int] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        loop.add_reader(self.epoll.fileno(), self._serve)
 
     @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> "ConnectDeadlines":
-        d = cls._by_loop.get(loop)
-        if d is None:
-            d = cls._by_loop[loop] = cls(loop)
-        return d
+    def of(cls, loop: asyncio.AbstractEventLoop | None = None) -> "TcpRelayEngine":
+        loop = loop or asyncio.get_running_loop()
+        e = cls._by_loop.get(loop)
+        if e is None:
+            e = cls._by_loop[loop] = cls(loop)
+        return e
 
-    def add(self, relay: "TcpRelay", timeout: float) -> None:
-        self.dialing[relay] = self.tick + 1 + int(timeout / self.TICK)
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.TICK, self._sweep)
+    def listen(self, host: str, port: int, balancer: Balancer, *, connect_timeout: float = 3.0,
+               backlog: int = 4096) -> "TcpListener":
+        return TcpListener(self, host, port, balancer, connect_timeout, backlog)
+
+    def _serve(self) -> None:
+        handlers = self.handlers
+        for fd, ev in self.epoll.poll(0):
+            h = handlers.get(fd)
+            if h is not None:
+                h(ev)
+        if self.shuts:
+            shuts, self.shuts = self.shuts, []
+            for end in shuts:
+                end.shut_now()
+        if not handlers:
+            self._retire()
+
+    def _retire(self) -> None:
+        """Nothing left to serve: give the descriptor back (tests run many short-lived loops)."""
+        if self._by_loop.get(self.loop) is self:
+            del self._by_loop[self.loop]
+        if not self.epoll.closed:
+            self.loop.remove_reader(self.epoll.fileno())
+            self.epoll.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def relay(self, fd: int, family: int, client_ip: str, balancer: Balancer, connect_timeout: float) -> None:
+        """Relay one accepted connection: dial an endpoint, then pass bytes both ways."""
+        client = _End(self, _RawSocket(family, socket.SOCK_STREAM, 0, fd))
+        # the accepted socket stays blocking (making it non-blocking is another system
+        # call): every recv/send on it passes MSG_DONTWAIT instead
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.dial(client, balancer, client_ip, connect_timeout, None)
+
+    def dial(self, client: "_End", balancer: Balancer, client_ip: str, timeout: float,
+             tried: set[Addr] | None) -> None:
+        """Connect to the next endpoint (round robin / affinity); reset the client when none is left."""
+        while True:
+            ep = balancer.pick(client_ip, tried)
+            if ep is None:
+                client.reset()  # as a refused connection would
+                return
+            s = _RawSocket(socket.AF_INET6 if ":" in ep[0] else socket.AF_INET,
+                              socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = s.connect_ex(ep)
+            if err == errno.EINPROGRESS:
+                # To a pod on this node (veth, bridge, loopback) the handshake completes
+                # inside the first connect(): asking again says so and saves a loop round.
+                err = s.connect_ex(ep)
+            if err in (0, errno.EISCONN):
+                _End(self, s).link(client)
+                return
+            if err in (errno.EINPROGRESS, errno.EALREADY):
+                up = _End(self, s)
+                up.dial = (client, balancer, client_ip, timeout, tried, ep)
+                self.handlers[up.fd] = up.dialed
+                up.want(OUT)
+                self.dialing[up] = self.tick + 1 + int(timeout / self.TICK)
+                if self._sweeper is None:
+                    self._sweeper = self.loop.call_later(self.TICK, self._sweep)
+                return
+            s.close()
+            log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], os.strerror(err))
+            tried = tried or set()
+            tried.add(ep)
 
     def _sweep(self) -> None:
         self.tick += 1
-        late = [r for r, due in self.dialing.items() if due <= self.tick]
-        for relay in late:
-            del self.dialing[relay]
-            relay.dial_timed_out()
-        if self.dialing:
-            self._timer = self.loop.call_later(self.TICK, self._sweep)
-        else:
-            self._timer = None
-            # nothing dialling: forget this loop (tests run many short-lived loops)
-            if self._by_loop.get(self.loop) is self:
-                del self._by_loop[self.loop]
+        for end in [e for e, due in self.dialing.items() if due <= self.tick]:
+            end.dial_failed("timeout")
+        self._sweeper = self.loop.call_later(self.TICK, self._sweep) if self.dialing else None
 
 
-class TcpRelay(_Side):
-    """Server protocol for one client connection of one service port.
+class TcpListener:
+    """One listening TCP socket of a service port, served by the loop's :class:`TcpRelayEngine`."""
 
-    The upstream connect starts inside connection_made, without a Task: the
-    coroutine of ``loop.create_connection`` is stepped by hand (its first step
-    issues the non-blocking connect; it is finished from the connect waiter's done
-    callback). The relay itself starts in :class:`_Upstream`'s connection_made, so a
-    new connection costs no extra event-loop turn. A refused or timed-out endpoint
-    is replaced by the next one (round robin), as before.
-    """
-
-    __slots__ = ("balancer", "connect_timeout", "loop", "client_ip", "tried", "dial", "waiter", "ep")
-
-    def __init__(self, balancer: Balancer, connect_timeout: float = 3.0,
-                 loop: asyncio.AbstractEventLoop | None = None):
-        super().__init__()
+    def __init__(self, engine: TcpRelayEngine, host: str, port: int, balancer: Balancer,
+                 connect_timeout: float = 3.0, backlog: int = 4096):
+        self.engine = engine
         self.balancer = balancer
         self.connect_timeout = connect_timeout
-        # Pass the loop in: asyncio.get_running_loop() costs a getpid() syscall in 3.11.
-        self.loop = loop
-        self.client_ip = ""
-        self.tried: set[Addr] | None = None
-        self.dial = None      # the create_connection coroutine being stepped
-        self.waiter: asyncio.Future | None = None
-        self.ep: Addr = ("", 0)  # the endpoint being dialled
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        if self.balancer.affinity_timeout:  # the peer address costs a syscall: only when needed
-            peername = transport.get_extra_info("peername")
-            self.client_ip = peername[0] if peername else ""
-        self._dial()
-
-    def _make_upstream(self) -> _Upstream:
-        return _Upstream(self)
-
-    def _dial(self) -> None:
-        """Start connecting to the next endpoint; reset the client when none is left."""
-        loop = self.loop
-        assert loop is not None
-        while not self.closed:
-            ep = self.balancer.pick(self.client_ip, self.tried)
-            if ep is None:
-                break
-            self.ep = ep
-            self.dial = loop.create_connection(self._make_upstream, ep[0], ep[1])
-            if self._step():  # in flight (or connected at once)
-                if self.dial is not None:
-                    ConnectDeadlines.of(loop).add(self, self.connect_timeout)
-                return
-        # no endpoint answered: reset the client, as a refused connection would
-        if self.transport is not None and not self.closed:
-            self.closed = True
-            self.transport.abort()
-
-    def _step(self, _fut: object = None) -> bool:
-        """Run the dialling coroutine up to its next wait; False when this endpoint failed.
-
-        What a Task would do, minus the Task: the first step runs inside
-        connection_made, later ones from the awaited future's done callback.
-        """
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
-            fut = self.dial.send(None)  # type: ignore[union-attr]
-        except StopIteration:
-            # connected: _Upstream.connection_made has started the relay already
-            self._undial()
-            return True
-        except (OSError, asyncio.CancelledError) as err:
-            # refused/unreachable (OSError) or our timeout (CancelledError)
-            self._undial()
-            if self.tried is None:
-                self.tried = set()
-            self.tried.add(self.ep)
-            log.debug("endpoint %s:%s failed: %s", self.ep[0], self.ep[1],
-                      "timeout" if isinstance(err, asyncio.CancelledError) else err)
-            if _fut is not None:
-                self._dial()  # called back: go on with the next endpoint ourselves
-            return False
-        self.waiter = fut
-        fut.add_done_callback(self._step)
-        return True
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self.fd = sock.fileno()
+        engine.handlers[self.fd] = self._accept
+        engine.epoll.register(self.fd, IN)
 
-    def _undial(self) -> None:
-        self.dial = self.waiter = None
-        d = ConnectDeadlines._by_loop.get(self.loop)  # type: ignore[arg-type]
-        if d is not None:
-            d.dialing.pop(self, None)
+    def _accept(self, _ev: int) -> None:
+        accept, engine, family = self.sock._accept, self.engine, self.family  # type: ignore[attr-defined]
+        affinity = self.balancer.affinity_timeout
+        for _ in range(16):  # a few per round: the others wait their turn in the backlog
+            try:
+                fd, addr = accept()
+            except BlockingIOError:
+                return
+            except OSError as err:  # out of descriptors: stop accepting for a moment
+                log.warning("accept on port %s: %s", self.port, err)
+                engine.epoll.modify(self.fd, 0)
+                engine.loop.call_later(0.1, self._resume)
+                return
+            engine.relay(fd, family, addr[0] if affinity else "", self.balancer, self.connect_timeout)
 
-    def dial_timed_out(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.cancel()
+    def _resume(self) -> None:
+        if self.fd in self.engine.handlers:
+            self.engine.epoll.modify(self.fd, IN)
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted run to their end."""
+        if self.engine.handlers.pop(self.fd, None) is not None:
+            self.sock.close()
+            if not self.engine.handlers:
+                self.engine._retire()
+
+
+class _End:
+    """One socket of a relayed connection: what it reads goes to `peer`.
+
+    Half-close is passed on (EOF read here becomes shutdown(SHUT_WR) of the peer once
+    the peer's pending bytes are sent); when both directions have ended both sockets
+    close; a reset or error on either side resets the other (SO_LINGER 0).
+    """
+
+    __slots__ = ("engine", "sock", "fd", "peer", "mask", "out", "eof_in", "eof_pending", "closed", "dial")
+
+    def __init__(self, engine: TcpRelayEngine, sock: socket.socket):
+        self.engine = engine
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer: _End | None = None
+        self.mask = 0              # events asked of the epoll set (0: not in it)
+        self.out: bytes | memoryview | None = None  # bytes the kernel did not take yet
+        self.eof_in = False        # this socket sent us EOF
+        self.eof_pending = False   # pass EOF (shutdown) to this socket once `out` is sent
+        self.closed = False
+        self.dial: tuple | None = None  # while connecting: (client, balancer, client_ip, timeout, tried, ep)
+
+    def want(self, mask: int) -> None:
+        if mask != self.mask:
+            ep = self.engine.epoll
+            if not mask:
+                ep.unregister(self.fd)
+            elif not self.mask:
+                ep.register(self.fd, mask)
+            else:
+                ep.modify(self.fd, mask)
+            self.mask = mask
+
+    def link(self, client: "_End") -> None:
+        """Connected: both sockets start reading."""
+        self.peer, client.peer = client, self
+        h = self.engine.handlers
+        h[self.fd] = self.event
+        h[client.fd] = client.event
+        self.want(IN)
+        client.want(IN)
+
+    # -- connecting (slow path: the handshake did not complete inside connect()) --
+    def dialed(self, ev: int) -> None:
+        err = self.sock.connect_ex(self.dial[5])  # type: ignore[index]  # the endpoint
+        if err in (errno.EINPROGRESS, errno.EALREADY):
+            return  # a stale readiness: still connecting
+        if err not in (0, errno.EISCONN):
+            self.dial_failed(os.strerror(err))
+            return
+        self.engine.dialing.pop(self, None)
+        client = self.dial[0]  # type: ignore[index]
+        self.dial = None
+        self.link(client)
+
+    def dial_failed(self, why: str) -> None:
+        client, balancer, client_ip, timeout, tried, ep = self.dial  # type: ignore[misc]
+        self.dial = None
+        eng = self.engine
+        eng.dialing.pop(self, None)
+        eng.handlers.pop(self.fd, None)
+        self.closed = True
+        self.sock.close()
+        log.debug("endpoint %s:%s failed: %s", ep[0], ep[1], why)
+        tried = tried or set()
+        tried.add(ep)
+        eng.dial(client, balancer, client_ip, timeout, tried)
+
+    # -- relaying --
+    def event(self, ev: int) -> None:
+        if ev & OUT or (ev & (HUP | ERR) and not self.mask & IN):
+            self.flush()
+            if self.closed:
+                return
+        if self.mask & IN and ev & (IN | HUP | ERR):
+            self.forward()
+
+    def forward(self) -> None:
+        """Read once and send it on; what the peer does not take waits in peer.out."""
+        eng = self.engine
+        try:
+            n = self.sock.recv_into(eng.buf, _RBUF, _DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.reset()  # reset propagates as reset
+            return
+        if not n:
+            self.read_eof()
+            return
+        peer = self.peer
+        try:
+            sent = peer.sock.send(eng.view[:n], _DONTWAIT)  # type: ignore[union-attr]
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.reset()
+            return
+        if sent < n:
+            peer.out = eng.view[sent:n].tobytes()  # type: ignore[union-attr]
+            peer.want(peer.mask | OUT)  # type: ignore[union-attr]
+            self.want(self.mask & ~IN)  # back-pressure: read again once the peer drained
+
+    def flush(self) -> None:
+        out = self.out
+        if out is not None:
+            try:
+                sent = self.sock.send(out, _DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.reset()
+                return
+            if sent < len(out):
+                self.out = memoryview(out)[sent:]
+                return
+            self.out = None
+        self.want(self.mask & ~OUT)
+        peer = self.peer
+        if peer is not None and not peer.eof_in and not peer.closed:
+            peer.want(peer.mask | IN)
+        if self.eof_pending:
+            self.eof_pending = False
+            if self.eof_in and peer is not None and peer.out is None:
+                self.close()  # that was the last of both directions
+            else:
+                self.shut()
+
+    def read_eof(self) -> None:
+        self.eof_in = True
+        peer = self.peer
+        if peer.out is not None:  # type: ignore[union-attr]
+            peer.eof_pending = True  # type: ignore[union-attr]  # after what it still owes the peer
+        elif peer.eof_in and self.out is None:  # type: ignore[union-attr]
+            self.close()  # both directions ended: close both, no shutdown needed
+            return
+        else:
+            peer.shut()  # type: ignore[union-attr]
+        self.want(self.mask & ~IN)  # level-triggered: an EOF stays readable
+
+    def shut(self) -> None:
+        """Pass an EOF on, at the end of this round of events.
+
+        A client that closes as soon as it has its answer (`Connection: close`) has
+        often sent its own EOF by then: both directions are over and both sockets
+        just close, saving the shutdown() HAProxy saves too.
+        """
+        self.engine.shuts.append(self)
+
+    def shut_now(self) -> None:
+        if self.closed:
+            return
+        peer = self.peer
+        if self.eof_in and peer is not None and peer.eof_in and self.out is None and peer.out is None:
+            self.close()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.reset()
+
+    def close(self) -> None:
+        handlers = self.engine.handlers
+        for e in (self, self.peer):
+            if e is not None and not e.closed:
+                e.closed = True
+                handlers.pop(e.fd, None)
+                e.sock.close()  # also leaves the epoll set
+
+    def reset(self) -> None:
+        for e in (self, self.peer):
+            if e is not None and not e.closed:
+                try:
+                    e.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                except OSError:
+                    pass
+        self.close()
+
+
 class UdpRelay(asyncio.DatagramProtocol):
     """One service port's UDP listener: a connected upstream socket per client address."""
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from kubesvc.proxy.dataplanes.base import SyncResult
 from kubesvc.proxy.dataplanes.iptables import Backend, _q, ensure_jumps
-from kubesvc.proxy.dataplanes.relay import Balancer, TcpRelay, UdpRelay
+from kubesvc.proxy.dataplanes.relay import Balancer, TcpListener, TcpRelayEngine, UdpRelay
 from kubesvc.proxy.model import DesiredState, Endpoint, ServiceEntry, ServicePortName
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,16 @@ class Listener:
     def __init__(self, protocol: str, balancer: Balancer):
         self.protocol = protocol
         self.balancer = balancer
-        self.server: asyncio.AbstractServer | None = None
+        self.tcp: TcpListener | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.port = 0
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         if self.protocol == "TCP":
-            # the loop is handed to each relay: asyncio.get_running_loop() is a getpid() syscall in 3.11
-            self.server = await loop.create_server(lambda: TcpRelay(self.balancer, loop=loop), host, port,
-                                                   reuse_address=True, backlog=4096)
-            self.port = self.server.sockets[0].getsockname()[1]
+            # one engine per loop serves every TCP listener and connection (relay.py)
+            self.tcp = TcpRelayEngine.of(loop).listen(host, port, self.balancer, backlog=4096)
+            self.port = self.tcp.port
         elif self.protocol == "UDP":
             self.udp, _ = await loop.create_datagram_endpoint(lambda: UdpRelay(self.balancer),
                                                               local_addr=(host, port), reuse_port=False)
@@ -65,8 +64,8 @@ class Listener:
 
     def close(self) -> None:
         # Closing the listener leaves accepted connections running to their end.
-        if self.server is not None:
-            self.server.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self.udp is not None:
             self.udp.close()
 
