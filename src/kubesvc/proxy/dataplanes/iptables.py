@@ -75,8 +75,9 @@ STATIC_RULES: dict[tuple[str, str], list[str]] = {
     ],
 }
 
-# Jumps from the built-in chains, ensured with `iptables -C || -I` (kube-proxy's EnsureRule).
-JUMPS: list[tuple[str, str, str]] = [
+# Jumps from the built-in chains, first in them (kube-proxy's EnsureRule); see missing_jumps.
+Jump = tuple[str, str, str]  # (table, built-in chain, rule spec)
+JUMPS: list[Jump] = [
     ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'),
     ("filter", "INPUT", '-m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS'),
     ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'),
@@ -347,8 +348,9 @@ class IptablesDataPlane:
         lines[("nat", "KUBE-SERVICES")].append((None, NODEPORTS_LAST))
         return lines
 
-    def render_full(self, stale: set[str]) -> str:
-        """One restore input rewriting every kube chain; `stale` chains are deleted."""
+    def render_full(self, stale: set[str], jumps: dict[Jump, str | None] | None = None) -> str:
+        """One restore input rewriting every kube chain; `stale` chains are deleted and the
+        built-in chains' missing `jumps` into ours inserted, in the same transaction."""
         shared = self._shared_lines()
         chains = sorted({c for r in self._rules.values() for c in r.chains})
         out: list[str] = []
@@ -362,12 +364,15 @@ class IptablesDataPlane:
                 out.extend(f":{c} - [0:0]" for c in sorted(stale))
             for c in names:
                 out.extend(line for _, line in shared[(table, c)])
+            out.extend(jump_lines(jumps or {}, table))
             if table == "nat":
                 for spn in sorted(self._rules):
                     for c, ls in sorted(self._rules[spn].chains.items()):
                         out.extend(ls)
                 out.extend(f"-X {c}" for c in sorted(stale))
             out.append("COMMIT")
+        # KUBE-IPTABLES-HINT tells later backend detection (ours, kube-proxy's) which one we chose
+        out += ["*mangle", f":{HINT_CHAINS[0]} - [0:0]", "COMMIT"]
         self._shared = shared
         return "\n".join(out) + "\n"
 
@@ -459,13 +464,6 @@ class IptablesDataPlane:
         """The built-in chains' jumps into ours (added once, checked on full syncs)."""
         await ensure_jumps(self.backend, JUMPS)
 
-    async def ensure_hint(self) -> None:
-        """Leave KUBE-IPTABLES-HINT in mangle so later detection picks this backend again."""
-        p = await asyncio.create_subprocess_exec(self.backend.iptables, "-w", "5", "-t", "mangle", "-N",
-                                                 "KUBE-IPTABLES-HINT", stdout=asyncio.subprocess.DEVNULL,
-                                                 stderr=asyncio.subprocess.DEVNULL)
-        await p.wait()
-
     def compute(self, desired: DesiredState, full: bool) -> tuple[bool, set[ServicePortName], dict]:
         """Update per-service rules for what changed; returns (full, changed, old rules)."""
         full = full or self._need_full
@@ -529,7 +527,7 @@ class IptablesDataPlane:
                 self._known_chains |= await self._existing_chains()
             wanted = {c for r in self._rules.values() for c in r.chains}
             stale = self._known_chains - wanted
-            text = self.render_full(stale)
+            text = self.render_full(stale, await missing_jumps(self.backend, JUMPS))
         else:
             text = self.render_partial(changed, old_rules)
         t1 = time.perf_counter()
@@ -538,8 +536,6 @@ class IptablesDataPlane:
                 await self._restore(text)
             t2 = time.perf_counter()
             if full:
-                await self.ensure_hint()
-                await self.ensure_jumps()
                 self._known_chains = {c for r in self._rules.values() for c in r.chains}
         except Exception:
             self._need_full = True  # our picture of the kernel is unknown now
@@ -583,41 +579,71 @@ async def chain_names(backend: Backend, table: str) -> set[str]:
     return set(re.findall(r"^\s*chain (\S+) {", m.group(1), re.M)) if m else set()
 
 
-async def _iptables(backend: Backend, *args: str, quiet: bool = True) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        backend.iptables, "-w", "5", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL if quiet else asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return proc.returncode, out.decode(), (err or b"").decode().strip()
+async def _iptables(backend: Backend, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(backend.iptables, "-w", "5", *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
 
 
-async def ensure_jumps(backend: Backend, jumps: list[tuple[str, str, str]], strict: bool = True) -> None:
-    """Insert each (table, chain, rule spec) jump the chain lacks (kube-proxy's ensureRule);
-    shared by the iptables, ipvs and userspace modes. With `strict` a failed insert raises,
-    with the tool's message.
+async def missing_jumps(backend: Backend, jumps: list[Jump]) -> dict[Jump, str | None]:
+    """The jumps from built-in chains that the kernel lacks, each with its chain's policy
+    when it is an iptables-nft chain holding no rule yet (see jump_lines), else None.
 
     Each built-in chain is listed once (`iptables -S CHAIN`) rather than asked about
     every jump with `-C`: on a big table each call costs tens of milliseconds (legacy
     reads the whole table, nft its cache). A spec not found verbatim in the listing
-    but jumping to the same chain is asked about with `-C` before anything is
-    inserted, so a difference in how iptables prints a rule never leads to a duplicate.
+    but jumping to the same chain is asked about with `-C`, so a difference in how
+    iptables prints a rule never leads to a duplicate.
     """
-    listed: dict[tuple[str, str], set[str]] = {}
+    listed: dict[tuple[str, str], list[str]] = {}
+    missing: dict[Jump, str | None] = {}
     for table, chain, spec in jumps:
         if (table, chain) not in listed:
-            _, out, _ = await _iptables(backend, "-t", table, "-S", chain)
-            listed[(table, chain)] = set(out.splitlines())
+            _, out = await _iptables(backend, "-t", table, "-S", chain)
+            listed[(table, chain)] = out.splitlines()
         listing = listed[(table, chain)]
         if f"-A {chain} {spec}" in listing:
             continue
-        args = _split(spec)
-        target = f"-j {args[-1]}"
+        target = f"-j {spec.rsplit(' ', 1)[-1]}"
         if any(line.endswith(target) for line in listing) and \
-                (await _iptables(backend, "-t", table, "-C", chain, *args))[0] == 0:
+                (await _iptables(backend, "-t", table, "-C", chain, *_split(spec)))[0] == 0:
             continue
-        rc, _, err = await _iptables(backend, "-t", table, "-I", chain, *args, quiet=not strict)
-        if strict and rc != 0:
-            raise RuntimeError(f"{backend.iptables} -t {table} -I {chain}: {err}")
+        # (legacy tables always hold their built-in chains: nothing to declare there)
+        unused = backend.name == "nft" and not any(line.startswith("-A ") for line in listing)
+        policy = next((line.split()[2] for line in listing if line.startswith(f"-P {chain} ")), "ACCEPT")
+        missing[(table, chain, spec)] = policy if unused else None
+    return missing
+
+
+def jump_lines(jumps: dict[Jump, str | None], table: str) -> list[str]:
+    """Restore lines putting `jumps` of one table first in their chains, as kube-proxy's
+    ensureRule does with `-I`. A chain without rules is declared with the policy it has
+    and the jumps appended (in reverse, for the same order): on iptables-nft a built-in
+    chain nobody has used does not exist yet, and a restore creates it only when declared."""
+    lines = [f"-I {chain} {spec}" for (t, chain, spec), policy in jumps.items() if t == table and policy is None]
+    fresh = [(chain, spec, policy) for (t, chain, spec), policy in jumps.items() if t == table and policy]
+    lines += [f":{chain} {policy} [0:0]" for chain, policy in dict((c, p) for c, _, p in fresh).items()]
+    lines += [f"-A {chain} {spec}" for chain, spec, _ in reversed(fresh)]
+    return lines
+
+
+async def ensure_jumps(backend: Backend, jumps: list[Jump], strict: bool = True) -> None:
+    """Insert the jumps the built-in chains lack (kube-proxy's ensureRule), in one
+    iptables-restore; shared by the iptables, ipvs and userspace modes. With `strict` a
+    failure raises, with the tool's message; without, each jump is tried on its own."""
+    missing = await missing_jumps(backend, jumps)
+    if not missing:
+        return
+    text = "".join(f"*{t}\n" + "\n".join(jump_lines(missing, t)) + "\nCOMMIT\n"
+                   for t in sorted({t for t, _, _ in missing}))
+    rc, err = await backend.restore_noflush(text)
+    if rc == 0:
+        return
+    if strict:
+        raise RuntimeError(f"{backend.restore} (jumps from built-in chains) failed ({rc}): {err[:2000]}")
+    for table, chain, spec in missing:
+        await _iptables(backend, "-t", table, "-I", chain, *_split(spec))  # on their own: what works, works
 
 
 def available() -> bool:
