@@ -4,6 +4,13 @@ Needs a kernel with IPVS, so run it inside the VM:
 
     ../shared/tools/run-in-ipvs-vm.sh -C . -e PYTHONPATH=$PWD/src -- python3 bench/proxy_ipvs_sync.py
 
+`--native` measures, on any machine and without root, only the Python side of a sync
+(what the emulated VM cannot time fairly): diffing the desired services against the
+kernel picture into a plan, the ipset script and rule text, and packing the netlink
+messages, for a full sync from empty and a one-service change. Its anchor, in the same
+process, is the iptables data plane's own computation (compute + render) of the same
+state. Medians of --repeat runs.
+
 For each size (1,000 and 10,000 services × 2 endpoints, ClusterIP services) and each
 data plane, in a fresh network namespace: a full sync from empty, a one-service
 change (one endpoint replaced: a partial sync), and a full resync with nothing
@@ -77,10 +84,75 @@ async def measure(plane: str, n: int, repeat: int) -> dict:
         extra["ipvs_virtual_servers"] = int(subprocess.run("ipvsadm -Ln | grep -c '^TCP'", shell=True,
                                                            capture_output=True, text=True).stdout or 0)
         extra["netlink_requests"] = dp._ipvs.nl.sent + dp._dummy.nl.sent
+        extra["drain_check_virtual_servers"] = dp.last_reap_keys
     await dp.close()
     return {"plane": plane, "services": n, "full_s": full, "full_compute_s": full_parts[0],
             "full_apply_s": full_parts[1], "one_change_median_s": statistics.median(ones),
             "one_change_max_s": max(ones), "resync_s": resync, **extra}
+
+
+def native(sizes: list[int], repeat: int) -> None:
+    """The Python side of ipvs syncs vs the iptables data plane's, no kernel involved."""
+    import gc
+
+    from kubesvc.proxy.dataplanes import ipset as ipsets
+    from kubesvc.proxy.dataplanes.base import changed_services
+    from kubesvc.proxy.dataplanes.iptables import Backend, IptablesDataPlane
+    from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane, render_rules
+    from kubesvc.proxy.dataplanes.ipvs_netlink import IPVSClient
+
+    client = IPVSClient.__new__(IPVSClient)  # packs messages; nothing is sent
+    client.family = 42
+
+    def ipvs_sync(dp, desired, full):
+        t = time.perf_counter()
+        gc.disable()  # as IpvsDataPlane.sync does
+        try:
+            changed = changed_services(desired, dp._applied, full)
+            tv, ta, te = set(), set(), set()
+            dp._update_contributions(desired, changed, tv, ta, te)
+            pl = dp.plan(tv, ta, te, full)
+            render_rules({n for n, c in dp._set_refs.items() if c > 0}, dp.cluster_cidr, sorted(dp._want_out))
+            ipsets.render_restore(pl.set_adds, pl.set_dels, create=full)
+            reqs = [client.add_service(k, sp) for k, sp in pl.vs_add.items()]
+            reqs += [client.add_dest(k, d) for k, d in pl.dest_add]
+            reqs += [client.set_dest(k, d, w) for k, d, w in pl.dest_weight]
+            dp._commit_picture(pl)
+        finally:
+            gc.enable()
+        return time.perf_counter() - t
+
+    def iptables_sync(dp, desired, full):
+        t = time.perf_counter()
+        gc.disable()  # as IptablesDataPlane.sync does
+        try:
+            full, changed, old = dp.compute(desired, full)
+            dp.render_full(set()) if full else dp.render_partial(changed, old)
+        finally:
+            gc.enable()
+        return time.perf_counter() - t
+
+    print(f"native Python side of a sync (no kernel), medians of {repeat}; anchor = the iptables data plane's "
+          "compute + render of the same state")
+    print(f"{'services':>8} {'plane':9} {'full ms':>9} {'1-change ms':>12}")
+    for n in sizes:
+        rows = {}
+        for plane, make, run in (("iptables", lambda: IptablesDataPlane(Backend("legacy")), iptables_sync),
+                                 ("ipvs", lambda: IpvsDataPlane(Backend("legacy")), ipvs_sync)):
+            fulls, ones = [], []
+            for _ in range(repeat):
+                dp = make()
+                if plane == "ipvs":
+                    dp._node_addrs, dp._node_ip = ("192.168.99.1",), "192.168.99.1"
+                d = desired_state(n)
+                fulls.append(run(dp, d, True))
+                for k in range(5):
+                    d = change_one(d, k)
+                    ones.append(run(dp, d, False))
+            rows[plane] = (statistics.median(fulls), statistics.median(ones))
+            print(f"{n:>8} {plane:9} {rows[plane][0] * 1000:>9.1f} {rows[plane][1] * 1000:>12.2f}", flush=True)
+        (fa, oa), (fb, ob) = rows["iptables"], rows["ipvs"]
+        print(f"  ratio ipvs/iptables at {n}: full {fb / fa:.2f}x, one change {ob / oa:.2f}x", flush=True)
 
 
 def inner(args) -> None:
@@ -111,9 +183,12 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--native", action="store_true", help="only the Python side, no kernel (any machine)")
     args = ap.parse_args()
     if args.inner:
         return inner(args)
+    if args.native:
+        return native([int(s) for s in args.sizes.split(",")], args.repeat)
     print(f"kernel {os.uname().release}; each size in a fresh namespace; iptables anchor = iptables-legacy")
     print(f"{'plane':9} {'services':>8} {'full s':>8} {'(compute':>9} {'apply)':>8} {'1-change ms':>12} "
           f"{'max ms':>8} {'resync s':>9}")
@@ -127,7 +202,8 @@ def main() -> None:
         a, b = rows["iptables"], rows["ipvs"]
         print(f"  ratio ipvs/iptables at {n}: full {b['full_s'] / a['full_s']:.2f}x, one change "
               f"{b['one_change_median_s'] / a['one_change_median_s']:.2f}x, resync {b['resync_s'] / a['resync_s']:.2f}x"
-              f"; ipvs virtual servers {b.get('ipvs_virtual_servers')}, netlink requests {b.get('netlink_requests')}",
+              f"; ipvs virtual servers {b.get('ipvs_virtual_servers')}, netlink requests {b.get('netlink_requests')}"
+              f", virtual servers the last drain check listed {b.get('drain_check_virtual_servers')}",
               flush=True)
 
 

@@ -103,6 +103,38 @@ def test_other_ports_on_a_service_address_are_refused(env):
         srv.kill()
 
 
+def test_source_ranges_and_the_nodes_own_access_to_an_lb_ip(env):
+    """loadBalancerSourceRanges through IPVS: a client outside the ranges is dropped
+    (KUBE-SOURCE-RANGES-FIREWALL), and the node itself reaches the LB IP only when the
+    ranges cover its address (KUBE-IPVS-OUT-FILTER, kube-proxy 1.30+)."""
+    lab, feed, _ = env
+    p0, p1, _ = lab.pods
+    lb = service("fw", "10.96.10.18", type="LoadBalancer", node_port=30088, lb_ip="198.51.100.8")
+    lb["spec"]["loadBalancerSourceRanges"] = [f"{CLIENT_IP}/32"]
+    feed.apply(lb, endpoint_slice("fw", [p0, p1]))
+    try:
+        assert lab.curl(lab.client, "http://198.51.100.8/").stdout.strip() in ("pod0", "pod1")
+        flt = lab.topo.run(lab.node, "iptables-save -t filter").stdout
+        assert re.search(r"^-A KUBE-IPVS-OUT-FILTER -s 198\.51\.100\.8(/32)? -m ipvs .*--vport 80 -j DROP$", flt, re.M), flt
+        assert f"198.51.100.8,tcp:80,{CLIENT_IP}" in ipset_save(lab)
+        assert lab.curl(lab.node, "http://198.51.100.8/", timeout=2).returncode != 0  # the node: not in range
+        lb["spec"]["loadBalancerSourceRanges"] = [f"{CLIENT_IP}/32", f"{NODE_IP}/32"]
+        feed.apply(lb)
+        assert "-A KUBE-IPVS-OUT-FILTER" not in lab.topo.run(lab.node, "iptables-save -t filter").stdout
+        assert "198.51.100.8,tcp:80,198.51.100.8" in ipset_save(lab)  # KUBE-LOAD-BALANCER-SOURCE-IP
+        assert lab.curl(lab.node, "http://198.51.100.8/").stdout.strip() in ("pod0", "pod1")
+        lb["spec"]["loadBalancerSourceRanges"] = ["10.1.0.0/16"]
+        feed.apply(lb)
+        assert lab.curl(lab.client, "http://198.51.100.8/", timeout=2).returncode != 0  # dropped
+    finally:
+        feed.delete("Service", "fw")
+        feed.delete("EndpointSlice", "fw-abc")
+
+
+def ipset_save(lab: ProxyLab) -> str:
+    return lab.topo.run(lab.node, "ipset save").stdout
+
+
 def test_endpoint_removal_takes_effect_once_programmed(env):
     """Natively the iptables tests hold this to 2 s; here Python runs under software emulation, so
     the sync gets more room, and what is asserted is that the very next connections avoid pod2."""

@@ -159,3 +159,19 @@ def test_drain_check_asks_for_one_virtual_servers_real_servers():
         ("IPVS_DEST_ATTR_ACTIVE_CONNS", 1), ("IPVS_DEST_ATTR_INACT_CONNS", 3), ("IPVS_DEST_ATTR_ADDR_FAMILY", 2)]})]
     reply.encode()
     assert parse_dest(bytes(reply.data[16:])) == (Dest("10.244.1.12", 8080), (0, 1, 3))
+
+
+def test_weight_and_delete_messages_decode_as_the_kernel_reads_them():
+    from pyroute2.netlink.generic.ipvs import ipvsmsg
+    client = IPVSClient.__new__(IPVSClient)
+    client.family = 42
+    key, dest = VSKey("UDP", "10.96.0.10", 53), Dest("10.244.1.10", 5353)
+    for req, cmd, weight in ((client.set_dest(key, dest, 0), 6, 0), (client.del_dest(key, dest), 7, None)):
+        msg = ipvsmsg(struct.pack("=IHHII", 16 + len(req.body), 42, 1, 1, 0) + req.body)
+        msg.decode()
+        assert msg["cmd"] == cmd
+        svc, d = msg.get_attr("IPVS_CMD_ATTR_SERVICE"), msg.get_attr("IPVS_CMD_ATTR_DEST")
+        assert (svc.get_attr("IPVS_SVC_ATTR_PROTOCOL"), svc.get_attr("IPVS_SVC_ATTR_PORT")) == (socket.IPPROTO_UDP, 53)
+        assert (d.get_attr("IPVS_DEST_ATTR_ADDR"), d.get_attr("IPVS_DEST_ATTR_PORT")) == ("10.244.1.10", 5353)
+        assert d.get_attr("IPVS_DEST_ATTR_WEIGHT") == weight
+        assert d.get_attr("IPVS_DEST_ATTR_FWD_METHOD") == (0 if weight is not None else None)

@@ -66,15 +66,15 @@ def _owned(name: str, owned: tuple[str, ...]) -> bool:
 
 def mode_jumps(mode: str) -> list[tuple[str, str, str]]:
     """The (table, built-in chain, rule spec) jumps `mode` ensures (its own module's JUMPS)."""
-    if mode == "iptables":
-        from kubesvc.proxy.dataplanes.iptables import JUMPS
-    elif mode == "ipvs":
-        from kubesvc.proxy.dataplanes.ipvs import JUMPS
-    elif mode == "userspace":
-        from kubesvc.proxy.dataplanes.userspace import JUMPS
-    else:
-        JUMPS = []
-    return JUMPS
+    import importlib
+    module = {"iptables": "iptables", "ipvs": "ipvs", "userspace": "userspace"}.get(mode)
+    if module is None:
+        return []
+    try:
+        return importlib.import_module(f"kubesvc.proxy.dataplanes.{module}").JUMPS
+    except ImportError as err:  # a mode that cannot load cannot have left jumps we know of
+        log.warning("cleanup: cannot read the %s mode's jumps: %s", mode, err)
+        return []
 
 
 def chains_to_remove(table: str, chains, mode: str) -> list[str]:

@@ -112,6 +112,16 @@ def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         return None
 
 
+@lru_cache(maxsize=4096)
+def _set_net(cidr: str) -> str:
+    """A source range as `ipset save` prints it (network address, no /32), so that a full
+    sync's comparison with the kernel's sets finds it unchanged."""
+    net = _network(cidr)
+    if net is None:
+        return cidr
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
 def _covers(cidr: str, ip: str | None) -> bool:
     net = _network(cidr)
     if net is None or not ip:
@@ -169,7 +179,7 @@ def service_contribution(entry: ServiceEntry, scheduler: str = "rr",
             add((ipsets.LOAD_BALANCER_FW, e))
             allow_from_node = False
             for cidr in sp.load_balancer_source_ranges:
-                add((ipsets.LOAD_BALANCER_SOURCE_CIDR, f"{e},{cidr}"))
+                add((ipsets.LOAD_BALANCER_SOURCE_CIDR, f"{e},{_set_net(cidr)}"))
                 allow_from_node = allow_from_node or _covers(cidr, node_ip)
             if allow_from_node:
                 # the node reaches the LB IP with the LB IP as source (it is on kube-ipvs0)
