@@ -237,7 +237,7 @@ def test_one_service_change_touches_only_that_service():
 
 
 def test_other_modes_leftovers_are_deleted_with_the_jumps_into_them():
-    from kubesvc.proxy.dataplanes.nftables import other_modes_restore
+    from kubesvc.proxy.dataplanes.cleanup import removal_restore
     nat = "\n".join(["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]",
                      ":KUBE-SVC-ABC - [0:0]", ":KUBE-PORTALS-HOST - [0:0]", ":DOCKER - [0:0]",
                      '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -246,9 +246,9 @@ def test_other_modes_leftovers_are_deleted_with_the_jumps_into_them():
     filt = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]",
                       "-A INPUT -m conntrack --ctstate NEW -j KUBE-SERVICES",
                       "-A KUBE-SERVICES -d 10.96.0.2/32 -j REJECT", "COMMIT"])
-    text = other_modes_restore({"nat": nat, "filter": filt})
+    text = removal_restore({"nat": nat, "filter": filt}, "nftables")
     assert "-X KUBE-SVC-ABC" in text and "-X KUBE-PORTALS-HOST" in text and "-D OUTPUT -j KUBE-PORTALS-HOST" in text
     assert '-D PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in text
     assert "-D INPUT -m conntrack --ctstate NEW -j KUBE-SERVICES" in text  # the REJECTs go too
     assert "DOCKER" not in text
-    assert other_modes_restore({"nat": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT", "filter": ""}) == ""
+    assert removal_restore({"nat": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT", "filter": ""}, "nftables") == ""

@@ -34,7 +34,6 @@ import ctypes.util
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -387,47 +386,15 @@ class NftablesDataPlane:
         """Nothing to stop: the table stays so traffic survives a restart."""
 
 
-def other_modes_restore(saved: dict[str, str]) -> str:
-    """iptables-restore input deleting the iptables and userspace modes' KUBE- chains and the
-    built-in chains' jumps into them (their REJECTs and DNATs would race ours at the same hooks)."""
-    from kubesvc.proxy.dataplanes.cleanup import OWNED
-    owned = {table: tuple(c for mode in OWNED.values() for c in mode.get(table, ())) for table in ("nat", "filter")}
-    # the filter chains the two modes share (REJECTs for services without endpoints)
-    owned["filter"] += ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")
-    out: list[str] = []
-    for table, names in owned.items():
-        text = saved.get(table, "")
-        chains = [c for c in re.findall(r"^:(\S+)", text, re.M)
-                  if any(c == n or (n.endswith("-") and c.startswith(n)) for n in names)]
-        if not chains:
-            continue
-        jumps = [line for line in text.splitlines() if line.startswith("-A ") and line.split()[1].isupper()
-                 and not line.split()[1].startswith("KUBE-") and re.search(r" -j (\S+)", line)
-                 and re.search(r" -j (\S+)", line).group(1) in chains]
-        out += [f"*{table}", *(f":{c} - [0:0]" for c in chains), *("-D" + j[2:] for j in jumps),
-                *(f"-X {c}" for c in chains), "COMMIT"]
-    return "\n".join(out) + "\n" if out else ""
-
-
 async def remove_other_modes() -> None:
-    """Delete what the iptables and userspace modes left (kube-proxy's CleanupLeftovers)."""
+    """Delete what the iptables, ipvs and userspace modes left (kube-proxy's CleanupLeftovers):
+    their DNATs and REJECTs would race ours at the same hooks."""
     if shutil.which("iptables-restore") is None:
         return
+    from kubesvc.proxy.dataplanes.cleanup import remove_leftovers
     from kubesvc.proxy.dataplanes.iptables import detect_backend
     backend, _ = await asyncio.to_thread(detect_backend, "auto")
-    saved = {}
-    for table in ("nat", "filter"):
-        p = await asyncio.create_subprocess_exec(backend.save, "-t", table, stdout=asyncio.subprocess.PIPE,
-                                                 stderr=asyncio.subprocess.DEVNULL)
-        saved[table] = (await p.communicate())[0].decode()
-    text = other_modes_restore(saved)
-    if not text:
-        return
-    rc, err = await backend.restore_noflush(text)
-    if rc != 0:
-        log.warning("could not remove the iptables/userspace modes' leftover rules: %s", err)
-    else:
-        log.info("removed the iptables/userspace modes' leftover rules (iptables-%s)", backend.name)
+    await remove_leftovers(backend, "nftables")
 
 
 async def remove_table(nft: str = "nft") -> bool:
