@@ -14,7 +14,10 @@ exec`). For each size, in one run:
 * kube-proxy's spreading (`numgen random mod N vmap { ... }`, an anonymous set
   per service) with the same data plane, to show the quadratic load this layout
   avoids (only up to --vmap-max services: 10,000 takes about a minute);
-* anchor: the iptables data plane (iptables-legacy) on the same desired state.
+* a service created then deleted (its chain and map element come and go), beside
+  the endpoint change;
+* anchor: the iptables data plane on the same desired state, iptables-legacy (the
+  ratios) and iptables-nft.
 
     python3 bench/proxy_nft_sync.py [--sizes 1000,10000] [--repeat 3] [--vmap-max 3000]
 """
@@ -58,6 +61,13 @@ def moved(base, victim, r: int):
                                                         Endpoint("10.250.0.%d" % (r + 1), 8080, "n1", True)]))
 
 
+def created_service(r: int) -> dict:
+    from kubesvc.proxy.model import Endpoint, EndpointSet, ServiceEntry, ServicePort, ServicePortName
+    spn = ServicePortName("bench", f"new{r}", "http", "TCP")
+    return {spn: ServiceEntry(ServicePort(spn, "10.99.0.%d" % (r + 1), 80, "TCP"),
+                              EndpointSet.categorize([Endpoint("10.250.1.1", 8080, "n1", True)]))}
+
+
 def clean() -> None:
     subprocess.run("nft flush ruleset", shell=True, capture_output=True)
 
@@ -80,7 +90,7 @@ async def measure_nft(n: int, repeat: int, vmap: bool = False) -> dict:
     try:
         base = state(n)
         victim = sorted(base)[n // 2]
-        fulls, resyncs, changes, baseline, full_cpu, change_cpu, changes_sub = [], [], [], [], [], [], []
+        fulls, resyncs, changes, baseline, full_cpu, change_cpu, changes_sub, adds = [], [], [], [], [], [], [], []
         for r in range(repeat):
             clean()
             dp = NftablesDataPlane(cleanup_leftovers=False)  # the anchor's rules share the namespace
@@ -107,6 +117,13 @@ async def measure_nft(n: int, repeat: int, vmap: bool = False) -> dict:
                 else:
                     changes_sub.append(res.compute_seconds + res.apply_seconds)
             dp._lib = lib
+            # a service created, then deleted: its map element and chain come and go as well
+            created = created_service(r)
+            for k in range(2):
+                cur = dict(base) if k % 2 else {**base, **created}
+                res = await dp.sync(DesiredState(cur, changed=frozenset(created)))
+                assert not res.full
+                adds.append(res.compute_seconds + res.apply_seconds)
             key = "10.255.255.1 . tcp . 1"
             baseline.append((await nft_run(f"add element ip kube-proxy service-ips {{ {key} : drop }}\n")
                              + await nft_run(f"delete element ip kube-proxy service-ips {{ {key} }}\n")) / 2)
@@ -120,20 +137,21 @@ async def measure_nft(n: int, repeat: int, vmap: bool = False) -> dict:
                     "change_total_ms": 1000 * med(c + a for c, a in changes),
                     "change_nft_cpu_ms": 1000 * med(change_cpu),
                     "change_nft_f_ms": 1000 * med(changes_sub),
-                    "nft_baseline_ms": 1000 * med(baseline)}
+                    "nft_baseline_ms": 1000 * med(baseline),
+                    "add_delete_ms": 1000 * med(adds)}
         return row
     finally:
         nft_rules.VMAP_MIN_ENDPOINTS = saved
         clean()
 
 
-async def measure_iptables(n: int, repeat: int) -> dict:
+async def measure_iptables(backend: str, n: int, repeat: int) -> dict:
     from proxy_sync import measure
-    row = await measure("legacy", n, repeat)
-    return {"plane": "iptables-legacy", "services": n, "full_compute_s": row["full_compute_s"],
+    row = await measure(backend, n, repeat)
+    return {"plane": f"iptables-{backend}", "services": n, "full_compute_s": row["full_compute_s"],
             "full_apply_s": row["full_restore_s"], "full_total_s": row["full_total_s"],
             "change_compute_ms": row["change_compute_ms"], "change_apply_ms": row["change_restore_ms"],
-            "change_total_ms": row["change_total_ms"]}
+            "change_total_ms": row["change_total_ms"], "add_delete_ms": row["add_delete_ms"]}
 
 
 def inner(args) -> None:
@@ -141,8 +159,9 @@ def inner(args) -> None:
     out = []
     for n in map(int, args.sizes.split(",")):
         rep = args.repeat if n < 10000 else max(1, args.repeat - 1)
-        out.append(uvloop.run(measure_iptables(n, rep)))
-        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+        for backend in ("legacy", "nft"):
+            out.append(uvloop.run(measure_iptables(backend, n, rep)))
+            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
         out.append(uvloop.run(measure_nft(n, rep)))
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
         if n <= args.vmap_max:
@@ -171,7 +190,7 @@ def main() -> None:
     rows = json.loads(p.stdout.strip().splitlines()[-1])
     anchor = {r["services"]: r for r in rows if r["plane"] == "iptables-legacy"}
     print(f"{'plane':16} {'services':>8} | {'full: gen':>9} {'apply':>8} {'total':>8} {'resync':>8} | "
-          f"{'1 change: gen':>13} {'apply':>8} {'total':>8} {'nft -f':>8} {'nft alone':>9} | "
+          f"{'1 change: gen':>13} {'apply':>8} {'total':>8} {'nft -f':>8} {'nft alone':>9} | {'svc add/del':>11} | "
           "vs iptables-legacy (full, change)")
     for r in rows:
         a = anchor[r["services"]]
@@ -182,8 +201,9 @@ def main() -> None:
                if "change_total_ms" in r else f"{'-':>13} {'-':>8} {'-':>8}")
         via = f"{r['change_nft_f_ms']:>6.1f}ms" if "change_nft_f_ms" in r else f"{'-':>8}"
         base = f"{r['nft_baseline_ms']:>7.1f}ms" if "nft_baseline_ms" in r else f"{'-':>9}"
+        add = f"{r['add_delete_ms']:>9.1f}ms" if "add_delete_ms" in r else f"{'-':>11}"
         print(f"{r['plane']:16} {r['services']:>8} | {r['full_compute_s']:>8.3f}s {r['full_apply_s']:>7.3f}s "
-              f"{r['full_total_s']:>7.3f}s {resync:>8} | {chg} {via} {base} | {ratio_full}, {ratio_change}")
+              f"{r['full_total_s']:>7.3f}s {resync:>8} | {chg} {via} {base} | {add} | {ratio_full}, {ratio_change}")
     for r in rows:
         if "full_nft_cpu_s" in r:
             extra = (f"; one change {r['change_nft_cpu_ms']:.1f} ms" if "change_nft_cpu_ms" in r else "")
