@@ -77,7 +77,15 @@ def main() -> None:
     ap.add_argument("--bulk-mb", type=int, default=512)
     ap.add_argument("--cases", default="direct,haproxy,iptables,userspace")
     args = ap.parse_args()
+    load0 = Path("/proc/loadavg").read_text().split()[:3]
     lab = ProxyLab(extra_routes=("10.96.0.0/12", "10.96.0.0/12")).start()
+    # wrk is a load generator: let it reuse its TIME_WAIT ports, as load generators are set
+    # up. Without this the client runs out of ephemeral ports to one destination after
+    # ~28,000 connections (a few seconds of connection-close load) and from then on connects
+    # at the rate TIME_WAIT entries expire (~470/s) whatever the proxy: the 5-20x swings of
+    # the close column between repeats were that, not the proxies.
+    lab.topo.run(lab.client, "sysctl -qw net.ipv4.tcp_tw_reuse=1")
+    lab.topo.run(lab.client, "sysctl -qw net.ipv4.ip_local_port_range='1024 65535'")
     cases = args.cases.split(",")
     samples: dict[str, dict[str, list[float]]] = {
         c: {"keepalive": [], "close": [], "bulk": [], "ka_cpu_us": [], "close_cpu_us": []} for c in cases}
@@ -153,6 +161,7 @@ def main() -> None:
     print(f"(wrk -t1 -c{args.connections} -d{args.duration}s, medians of {args.repeat}, cases interleaved; bulk = one "
           f"{args.bulk_mb} MiB response; cpu = CPU of the proxy process per request; targets: userspace >= 0.8x "
           f"HAProxy req/s, >= 1.0x its bulk MB/s)")
+    print(f"load average at start {' '.join(load0)}, at end {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
 if __name__ == "__main__":

@@ -61,16 +61,17 @@ class Balancer:
         eps = [e for e in self.endpoints if e not in skip] if skip else self.endpoints
         if not eps:
             return None
-        now = time.monotonic()
         if self.affinity_timeout:
+            now = time.monotonic()
             pinned = self._affinity.get(client_ip)
             if pinned and pinned[0] in eps and now - pinned[1] < self.affinity_timeout:
                 self._affinity[client_ip] = (pinned[0], now)
                 return pinned[0]
-        ep = eps[self._next % len(eps)]
-        self._next += 1
-        if self.affinity_timeout:
+            ep = eps[self._next % len(eps)]
             self._affinity[client_ip] = (ep, now)
+        else:
+            ep = eps[self._next % len(eps)]
+        self._next += 1
         return ep
 
 
@@ -130,7 +131,13 @@ class TcpRelayEngine:
         for fd, ev in self.epoll.poll(0):
             h = handlers.get(fd)
             if h is not None:
-                h(ev)
+                try:
+                    h(ev)
+                except Exception:  # a bug must cost one connection, not the round's others
+                    log.exception("relaying on fd %d", fd)
+                    end = getattr(h, "__self__", None)
+                    if isinstance(end, _End):
+                        end.reset()
         if self.shuts:
             shuts, self.shuts = self.shuts, []
             for end in shuts:
@@ -154,7 +161,10 @@ class TcpRelayEngine:
         client = _End(self, _RawSocket(family, socket.SOCK_STREAM, 0, fd))
         # the accepted socket stays blocking (making it non-blocking is another system
         # call): every recv/send on it passes MSG_DONTWAIT instead
-        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # already reset by the client: the first read will say so
         self.dial(client, balancer, client_ip, connect_timeout, None)
 
     def dial(self, client: "_End", balancer: Balancer, client_ip: str, timeout: float,
@@ -165,8 +175,13 @@ class TcpRelayEngine:
             if ep is None:
                 client.reset()  # as a refused connection would
                 return
-            s = _RawSocket(socket.AF_INET6 if ":" in ep[0] else socket.AF_INET,
-                              socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            try:
+                s = _RawSocket(socket.AF_INET6 if ":" in ep[0] else socket.AF_INET,
+                               socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            except OSError as e:  # out of descriptors
+                log.warning("relay to %s:%s: %s", ep[0], ep[1], e)
+                client.reset()
+                return
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = s.connect_ex(ep)
             if err == errno.EINPROGRESS:
