@@ -19,7 +19,6 @@ against direct and against HAProxy, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
