@@ -6,8 +6,18 @@ import asyncio
 import socket
 
 import pytest
+import uvloop
 
 from kubesvc.proxy.dataplanes.relay import Balancer, TcpRelayEngine
+
+
+def on_both_loops(case):
+    """Run an async test on asyncio's own loop and on uvloop (which the proxy runs on)."""
+    @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+    def test(loop: str) -> None:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(case())
+    test.__name__, test.__doc__ = case.__name__, case.__doc__
+    return test
 
 
 async def _echo_upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -28,6 +38,7 @@ async def _relay(balancer: Balancer, **kw):
     return lst, lst.port
 
 
+@on_both_loops
 async def test_relay_passes_half_close_and_fails_over():
     backend = await asyncio.start_server(_echo_upper, "127.0.0.1", 0)
     port = backend.sockets[0].getsockname()[1]
@@ -45,6 +56,7 @@ async def test_relay_passes_half_close_and_fails_over():
         backend.close()
 
 
+@on_both_loops
 async def test_no_endpoint_resets_the_client():
     balancer = Balancer([("127.0.0.1", _closed_port())])
     relay, rport = await _relay(balancer)
@@ -56,6 +68,7 @@ async def test_no_endpoint_resets_the_client():
         relay.close()
 
 
+@on_both_loops
 async def test_connect_timeout_moves_on_to_the_next_endpoint():
     # A listener whose accept queue is full drops further SYNs: connecting to it hangs.
     stuck = socket.socket()
@@ -87,6 +100,7 @@ async def test_connect_timeout_moves_on_to_the_next_endpoint():
             f.close()
 
 
+@on_both_loops
 async def test_back_pressure_both_ways_keeps_every_byte():
     """A slow reader on either side: the relay stops reading the fast side instead of buffering it all."""
     size = 24 << 20
@@ -125,6 +139,7 @@ async def test_back_pressure_both_ways_keeps_every_byte():
         backend.close()
 
 
+@on_both_loops
 async def test_many_concurrent_half_closed_connections():
     """Connection-close load through the half-close path: every answer complete, nothing left open."""
     backend = await asyncio.start_server(_echo_upper, "127.0.0.1", 0)
@@ -153,6 +168,7 @@ async def test_many_concurrent_half_closed_connections():
         backend.close()
 
 
+@on_both_loops
 async def test_a_reset_upstream_resets_the_client():
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(4)
@@ -173,6 +189,7 @@ async def test_a_reset_upstream_resets_the_client():
         backend.close()
 
 
+@on_both_loops
 async def test_closing_the_listener_keeps_accepted_connections():
     release = asyncio.Event()
 
@@ -199,6 +216,7 @@ async def test_closing_the_listener_keeps_accepted_connections():
         backend.close()
 
 
+@on_both_loops
 async def test_a_slow_handshake_is_waited_for():
     """An endpoint that answers the SYN late (its accept queue was full): the relay waits, then relays."""
     stuck = socket.socket()
