@@ -10,8 +10,11 @@ client namespace; the same 3 pods serve every case:
   userspace  wrk → ClusterIP, REDIRECT to kubesvc's userspace relay (one Python process)
 
 Per case: requests/s with keep-alive and with `Connection: close` (wrk, medians of
---repeat runs) and bulk MB/s (curl of one large response). Ratios are printed
-against direct and against HAProxy, measured in the same run.
+--repeat runs), bulk MB/s (curl of one large response) and the proxy process's CPU
+per request (utime+stime: the figure that holds however loaded the machine is).
+Ratios are printed against direct and against HAProxy, measured in the same run.
+The client namespace reuses TIME_WAIT ports (see main): without that the close
+runs measure the client's ephemeral-port exhaustion, not the proxies.
 
     python3 bench/proxy_datapath.py [--duration 5] [--repeat 3] [--connections 32] [--bulk-mb 512]
 """
