@@ -88,8 +88,9 @@ class TcpRelayEngine:
     The event loop watches a single descriptor, the epoll set; when it is ready the
     engine takes every ready socket in one epoll_wait and serves it. Per relayed
     connection that is the system calls HAProxy makes (accept4, socket, connect,
-    TCP_NODELAY on both sockets, epoll_ctl, recv/send, close) and two small Python
-    objects. uvloop transports, used before, added getsockname, getpeername and an
+    TCP_NODELAY on both sockets, epoll_ctl, recv/send, close), plus a getsockname
+    (Python wrapping the accepted descriptor) and a second connect (see dial), and
+    two small Python objects. uvloop transports, used before, added getsockname, getpeername and an
     SO_ERROR check per socket, io_uring-batched epoll_ctl, and callbacks scheduled
     a loop turn later for each side, which made a new connection cost the relay
     about twice HAProxy's CPU. Reads go into one shared buffer and are sent straight
