@@ -93,7 +93,7 @@ def command(kubeconfig, server, mode, node_name, node_ip, iptables_backend, ipvs
         dataplane = NftablesDataPlane(cluster_cidr=cluster_cidr or None)
     else:
         from kubesvc.proxy.dataplanes.userspace import UserspaceDataPlane
-        dataplane = UserspaceDataPlane(backend)
+        dataplane = UserspaceDataPlane(backend, cluster_cidr=cluster_cidr or None)
         if backend is None:
             log.warning("userspace without root: only NodePorts are served; ClusterIPs need root")
     log.info("proxy mode: %s (%s); node %s", chosen, why, node_name)

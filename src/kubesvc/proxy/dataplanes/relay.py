@@ -33,7 +33,10 @@ import select
 import socket
 import struct
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from kubesvc.proxy.dataplanes.transparent import SourceKeeper
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class Balancer:
         self.affinity_timeout = affinity_timeout
         self._next = 0
         self._affinity: dict[str, tuple[Addr, float]] = {}
+        # connect from the client's address (externalTrafficPolicy: Local; transparent.py)
+        self.source: SourceKeeper | None = None
 
     def update(self, endpoints: list[Addr], affinity_timeout: int) -> None:
         if endpoints != self.endpoints or affinity_timeout != self.affinity_timeout:
@@ -184,6 +189,8 @@ class TcpRelayEngine:
                 client.reset()
                 return
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if balancer.source is not None and balancer.source.applies(client_ip):
+                balancer.source.bind(s, client_ip)
             err = s.connect_ex(ep)
             if err == errno.EINPROGRESS:
                 # To a pod on this node (veth, bridge, loopback) the handshake completes
@@ -239,7 +246,7 @@ class TcpListener:
 
     def _accept(self, _ev: int) -> None:
         accept, engine, family = self.sock._accept, self.engine, self.family  # type: ignore[attr-defined]
-        affinity = self.balancer.affinity_timeout
+        want_ip = bool(self.balancer.affinity_timeout) or self.balancer.source is not None
         for _ in range(16):  # a few per round: the others wait their turn in the backlog
             try:
                 fd, addr = accept()
@@ -250,7 +257,7 @@ class TcpListener:
                 engine.epoll.modify(self.fd, 0)
                 engine.loop.call_later(0.1, self._resume)
                 return
-            engine.relay(fd, family, addr[0] if affinity else "", self.balancer, self.connect_timeout)
+            engine.relay(fd, family, addr[0] if want_ip else "", self.balancer, self.connect_timeout)
 
     def _resume(self) -> None:
         if self.fd in self.engine.handlers:
@@ -504,8 +511,20 @@ class _UdpSession(asyncio.DatagramProtocol):
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
+        source = self.relay.balancer.source
         try:
-            await loop.create_datagram_endpoint(lambda: self, remote_addr=self.endpoint)
+            if source is not None and source.applies(self.client[0]):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    source.bind(sock, self.client[0])
+                    sock.setblocking(False)
+                    sock.connect(self.endpoint)
+                except OSError:
+                    sock.close()
+                    raise
+                await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            else:
+                await loop.create_datagram_endpoint(lambda: self, remote_addr=self.endpoint)
         except OSError:
             self.closed = True
             self.relay.sessions.pop(self.client, None)

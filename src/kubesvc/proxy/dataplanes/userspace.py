@@ -11,8 +11,10 @@ clients are refused at once instead of being accepted and dropped. Without root
 there are no kernel rules: NodePorts still work, ClusterIPs need root.
 
 externalTrafficPolicy Local is honoured for the choice of endpoints (only this
-node's), but a relay cannot keep the client's source address: the pod sees the
-node's. That is the nature of this mode (use iptables for source addresses).
+node's) and, when root, for the source address too: the relay connects to the pod
+from the client's own address, as transparent proxies do (transparent.py). Under
+Cluster policy, and for clients inside the cluster CIDR, the pod sees the node's
+address, as it did with kube-proxy's userspace mode.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from kubesvc.proxy.dataplanes.base import SyncResult
 from kubesvc.proxy.dataplanes.iptables import Backend, _q, ensure_jumps
 from kubesvc.proxy.dataplanes.relay import Balancer, TcpListener, TcpRelayEngine, UdpRelay
+from kubesvc.proxy.dataplanes.transparent import SourceKeeper, ensure_local_delivery
 from kubesvc.proxy.model import DesiredState, Endpoint, ServiceEntry, ServicePortName
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,12 @@ class UserspaceDataPlane:
 
     name = "userspace"
 
-    def __init__(self, backend: Backend | None, listen_host: str = "0.0.0.0", cleanup_leftovers: bool = True):
+    def __init__(self, backend: Backend | None, listen_host: str = "0.0.0.0", cleanup_leftovers: bool = True,
+                 cluster_cidr: str | None = "10.244.0.0/16"):
         self.backend = backend
+        # externalTrafficPolicy Local: relay from the client's address (root only; transparent.py)
+        self.source = SourceKeeper(cluster_cidr) if backend is not None else None
+        self._local_delivery = False  # its kernel half (mangle rules, policy route) is in place
         self.cleanup_leftovers = cleanup_leftovers  # remove the iptables mode's rules before ours
         self.listen_host = listen_host
         self.ports: dict[ServicePortName, _PortState] = {}
@@ -131,6 +138,7 @@ class UserspaceDataPlane:
             st.entry = entry
             st.balancers["cluster"].update(_addrs(entry.cluster_endpoints), sp.affinity_timeout)
             st.balancers["external"].update(_addrs(entry.external_endpoints), sp.affinity_timeout)
+            st.balancers["external"].source = self.source if sp.external_policy_local else None
             has_int, has_ext = bool(entry.cluster_endpoints), bool(entry.external_endpoints)
             await self._listener(st, "portal", "cluster", has_int and self.backend is not None, 0)
             await self._listener(st, "external", "external",
@@ -186,6 +194,14 @@ class UserspaceDataPlane:
         if not self._jumps_ok:
             await ensure_jumps(self.backend, JUMPS, strict=False)
             self._jumps_ok = True
+        if not self._local_delivery and any(b.source for st in self.ports.values() for b in st.balancers.values()):
+            try:
+                await ensure_local_delivery(self.backend)
+                self._local_delivery = True
+            except (RuntimeError, OSError) as err:
+                log.warning("externalTrafficPolicy Local: pods will see the node's address, not the "
+                            "client's: %s", err)
+                self._local_delivery = True  # said once; the relay falls back by itself
 
     async def close(self) -> None:
         for st in self.ports.values():
