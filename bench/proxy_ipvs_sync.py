@@ -58,11 +58,72 @@ def change_one(desired, k: int):
     return DesiredState(services, node_name="n1", node_ips=desired.node_ips, changed=frozenset({spn}))
 
 
-async def measure(plane: str, n: int, repeat: int) -> dict:
+def time_parts(dp) -> dict[str, float]:
+    """Wrap the ipvs plane's kernel steps with timers (where a full sync's apply time goes)."""
+    import functools
+    import inspect
+
+    from kubesvc.proxy.dataplanes import ipset as ipsets
+    from kubesvc.proxy.dataplanes import ipvs as ipvs_mod
+    parts: dict[str, float] = {}
+
+    def wrap(owner, name, label):
+        fn = getattr(owner, name)
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def timed(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return await fn(*a, **kw)
+                finally:
+                    parts[label] = parts.get(label, 0.0) + time.perf_counter() - t
+        else:
+            @functools.wraps(fn)
+            def timed(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    parts[label] = parts.get(label, 0.0) + time.perf_counter() - t
+        setattr(owner, name, timed)
+    wrap(ipsets, "restore", "ipset restore")
+    wrap(ipsets, "save", "ipset save")
+    wrap(ipvs_mod, "ensure_jumps", "iptables -C jumps")
+    wrap(dp, "_iptables", "iptables-restore")
+    wrap(dp, "_read_kernel", "read kernel")
+    wrap(dp, "_init_kernel", "first-sync setup")
+    wrap(dp, "_apply_removals", "netlink removals")
+
+    def netlink(pl, _orig=dp._apply_netlink):  # split IPVS requests from address bindings
+        t = time.perf_counter()
+        dummy_bind = dp._dummy.bind
+        bind_t = [0.0]
+
+        def bind(ips):
+            tb = time.perf_counter()
+            try:
+                return dummy_bind(ips)
+            finally:
+                bind_t[0] += time.perf_counter() - tb
+        dp._dummy.bind = bind
+        try:
+            return _orig(pl)
+        finally:
+            dp._dummy.bind = dummy_bind
+            parts["kube-ipvs0 address binds"] = parts.get("kube-ipvs0 address binds", 0.0) + bind_t[0]
+            parts["IPVS netlink"] = parts.get("IPVS netlink", 0.0) + time.perf_counter() - t - bind_t[0]
+    dp._apply_netlink = netlink
+    return parts
+
+
+async def measure(plane: str, n: int, repeat: int, breakdown: bool = False) -> dict:
     from kubesvc.proxy.dataplanes.iptables import Backend, IptablesDataPlane
+    parts = None
     if plane == "ipvs":
         from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
         dp = IpvsDataPlane(Backend("legacy"))
+        if breakdown:
+            parts = time_parts(dp)
     else:
         dp = IptablesDataPlane(Backend("legacy"))
     d = desired_state(n)
@@ -70,6 +131,11 @@ async def measure(plane: str, n: int, repeat: int) -> dict:
     r = await dp.sync(d, full=True)
     full = time.perf_counter() - t
     full_parts = (r.compute_seconds, r.apply_seconds)
+    if parts is not None:
+        print(f"  ipvs full sync of {n}, where the time went: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])),
+              file=sys.stderr, flush=True)
+        parts.clear()
     ones = []
     for k in range(repeat):
         d = change_one(d, k)
@@ -79,6 +145,10 @@ async def measure(plane: str, n: int, repeat: int) -> dict:
     t = time.perf_counter()
     await dp.sync(d, full=True)
     resync = time.perf_counter() - t
+    if parts is not None:
+        print(f"  ipvs resync of {n}, where the time went: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])),
+              file=sys.stderr, flush=True)
     extra = {}
     if plane == "ipvs":
         extra["ipvs_virtual_servers"] = int(subprocess.run("ipvsadm -Ln | grep -c '^TCP'", shell=True,
@@ -157,18 +227,20 @@ def native(sizes: list[int], repeat: int) -> None:
 
 def inner(args) -> None:
     import uvloop
-    print(json.dumps(uvloop.run(measure(args.plane, args.services, args.repeat))), flush=True)
+    print(json.dumps(uvloop.run(measure(args.plane, args.services, args.repeat, args.breakdown))), flush=True)
 
 
-def run_in_netns(plane: str, n: int, repeat: int) -> dict:
+def run_in_netns(plane: str, n: int, repeat: int, breakdown: bool = False) -> dict:
     ns = f"ipvsbench-{os.getpid()}-{plane}-{n}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", "192.168.99.1/24", "dev", "lo"], check=True)
         p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner", "--plane", plane,
-                            "--services", str(n), "--repeat", str(repeat)],
+                            "--services", str(n), "--repeat", str(repeat), *(["--breakdown"] if breakdown else [])],
                            capture_output=True, text=True, timeout=3600)
+        if breakdown:
+            print(p.stderr.strip(), flush=True)
         if p.returncode != 0:
             raise SystemExit(f"{plane} {n}: {p.stderr[-2000:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -184,6 +256,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--native", action="store_true", help="only the Python side, no kernel (any machine)")
+    ap.add_argument("--planes", default="iptables,ipvs")
+    ap.add_argument("--breakdown", action="store_true", help="print where an ipvs full sync's time goes")
     args = ap.parse_args()
     if args.inner:
         return inner(args)
@@ -194,11 +268,13 @@ def main() -> None:
           f"{'max ms':>8} {'resync s':>9}")
     for n in (int(s) for s in args.sizes.split(",")):
         rows = {}
-        for plane in ("iptables", "ipvs"):
-            r = rows[plane] = run_in_netns(plane, n, args.repeat)
+        for plane in args.planes.split(","):
+            r = rows[plane] = run_in_netns(plane, n, args.repeat, args.breakdown and plane == "ipvs")
             print(f"{plane:9} {n:>8} {r['full_s']:>8.2f} {r['full_compute_s']:>9.2f} {r['full_apply_s']:>8.2f} "
                   f"{r['one_change_median_s'] * 1000:>12.1f} {r['one_change_max_s'] * 1000:>8.1f} "
                   f"{r['resync_s']:>9.2f}", flush=True)
+        if set(rows) != {"iptables", "ipvs"}:
+            continue
         a, b = rows["iptables"], rows["ipvs"]
         print(f"  ratio ipvs/iptables at {n}: full {b['full_s'] / a['full_s']:.2f}x, one change "
               f"{b['one_change_median_s'] / a['one_change_median_s']:.2f}x, resync {b['resync_s'] / a['resync_s']:.2f}x"
