@@ -8,11 +8,15 @@
   the other modes' leftovers removed (cleanup.remove_leftovers), its sets created,
   its rules restored and its jumps ensured (IPVS itself is not needed for that part,
   and this kernel has none);
-- ``nftables``: the nftables mode's cleanup of every iptables-based mode.
+- ``nftables``: the nftables mode's cleanup of every iptables-based mode;
+- ``ipvs-no-xt-ipvs``: the ipvs plane's rules for an LB whose source ranges leave the
+  node out, on a kernel without the xt_ipvs match (this one): written without
+  KUBE-IPVS-OUT-FILTER's rule, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import uvloop
@@ -57,6 +61,23 @@ async def step(name: str) -> None:
         await ensure_jumps(BACKEND, JUMPS)
     elif name == "nftables":
         await remove_leftovers(BACKEND, "nftables")
+    elif name == "ipvs-no-xt-ipvs":
+        from kubesvc.proxy.dataplanes.base import changed_services
+        from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
+        logging.basicConfig(level=logging.INFO)
+        lb = desired.services[ServicePortName("default", "lb", "http")]
+        port = lb.port.__class__(**{**{f: getattr(lb.port, f) for f in lb.port.__slots__},
+                                    "load_balancer_source_ranges": ("10.1.0.0/16",)})
+        desired.services[port.name] = ServiceEntry(port, lb.endpoints)
+        dp = IpvsDataPlane(BACKEND)
+        dp._node_addrs, dp._node_ip = (NODE_IP,), NODE_IP
+        dp._update_contributions(desired, changed_services(desired, {}, True), set(), set(), set())
+        assert dp._want_out, "the LB's ranges leave the node out"
+        adds: dict[str, set[str]] = {}
+        for set_name, entry in dp._want_entries:
+            adds.setdefault(set_name, set()).add(entry)
+        await ipsets.restore(ipsets.render_restore(adds, {}, create=True))
+        await dp._write_rules(dp.rules_text())
     else:
         raise SystemExit(f"unknown step {name}")
 

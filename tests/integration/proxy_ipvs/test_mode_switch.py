@@ -80,3 +80,22 @@ def test_iptables_then_ipvs_then_iptables_then_nftables(ns):
     for table in ("nat", "filter"):
         text = save(topo, name, table)
         assert "KUBE-" not in text, text
+
+
+def test_ipvs_rules_without_the_xt_ipvs_match(ns):
+    """This kernel has no xt_ipvs: the ipvs plane still writes its rules, minus the
+    KUBE-IPVS-OUT-FILTER drop, and says so (kube-proxy would fail the whole restore)."""
+    topo, name = ns
+    probe = topo.run(name, "sh -c 'iptables-legacy -N T && iptables-legacy -A T -m ipvs --vport 1 -j RETURN'",
+                     check=False)
+    topo.run(name, "sh -c 'iptables-legacy -F T; iptables-legacy -X T'", check=False)
+    if probe.returncode == 0:
+        pytest.skip("this kernel has the xt_ipvs match")
+    env = f"PYTHONPATH={ROOT}:{ROOT / 'src'}"
+    p = topo.run(name, f"env {env} {sys.executable} -m tests.integration.proxy_ipvs.switch_steps ipvs-no-xt-ipvs",
+                 cwd=ROOT)
+    assert "KUBE-IPVS-OUT-FILTER not written" in p.stderr, p.stderr
+    flt = save(topo, name, "filter")
+    assert ":KUBE-IPVS-OUT-FILTER - " in flt and "-A KUBE-IPVS-OUT-FILTER" not in flt
+    assert "--match-set KUBE-LOAD-BALANCER-SOURCE-CIDR dst,dst,src -j RETURN" in flt, flt
+    assert "--match-set KUBE-CLUSTER-IP" in save(topo, name, "nat")

@@ -374,6 +374,7 @@ class IpvsDataPlane:
         self._drainer: asyncio.Task | None = None
         self.last_plan = Plan()
         self.last_reap_keys = 0  # virtual servers the last drain check listed (benchmarks, tests)
+        self._warned_out_filter = False
 
     # -- desired-side bookkeeping -----------------------------------------------------
     def _update_contributions(self, desired: DesiredState, changed: set[ServicePortName],
@@ -561,6 +562,28 @@ class IpvsDataPlane:
         if rc != 0:
             raise RuntimeError(f"{self.backend.restore} failed ({rc}): {err[:2000]}")
 
+    def rules_text(self, out_filter: bool = True) -> str:
+        """Our nat and filter rules for what is wanted now (render_rules' input)."""
+        return render_rules({n for n, c in self._set_refs.items() if c > 0}, self.cluster_cidr,
+                            sorted(self._want_out) if out_filter else ())
+
+    async def _write_rules(self, text: str) -> None:
+        """Restore our rules. KUBE-IPVS-OUT-FILTER needs the kernel's xt_ipvs match: where it
+        is missing, one LB service with source ranges would otherwise keep every rule from
+        being written, so the rules go without it, once said in the log."""
+        try:
+            await self._iptables(text)
+        except RuntimeError as err:
+            if not self._want_out:
+                raise
+            bare = self.rules_text(out_filter=False)
+            await self._iptables(bare)  # raises if the failure was not the ipvs match
+            if not self._warned_out_filter:
+                log.warning("ipvs: KUBE-IPVS-OUT-FILTER not written (is the xt_ipvs module missing?); the node "
+                            "itself can reach LB IPs whose loadBalancerSourceRanges exclude it: %s", err)
+                self._warned_out_filter = True
+        self._rules_text = text  # what we asked for: the same text next time is not retried
+
     # -- the duty ---------------------------------------------------------------------------
     async def sync(self, desired: DesiredState, *, full: bool = False) -> SyncResult:
         async with self._lock:
@@ -613,8 +636,7 @@ class IpvsDataPlane:
                     if w == 0 and (want is None or d not in want[1]):
                         self._draining.setdefault((key, d), now)
         pl = self.plan(touched_vs, touched_addrs, touched_entries, full)
-        text = render_rules({n for n, c in self._set_refs.items() if c > 0}, self.cluster_cidr,
-                            sorted(self._want_out))
+        text = self.rules_text()
         t1 = time.perf_counter()
         errors: list[str] = []
         try:
@@ -629,8 +651,7 @@ class IpvsDataPlane:
             await ipsets.restore(ipsets.render_restore(pl.set_adds, pl.set_dels, create=full))
             errors += await asyncio.to_thread(self._apply_netlink, pl)
             if full or text != self._rules_text:
-                await self._iptables(text)
-                self._rules_text = text
+                await self._write_rules(text)
             if full:
                 await ensure_jumps(self.backend, JUMPS)
             errors += await asyncio.to_thread(self._apply_removals, pl)
