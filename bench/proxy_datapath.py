@@ -1,4 +1,4 @@
-"""Data-path throughput through a ClusterIP: iptables and userspace vs a direct pod and HAProxy.
+"""Data-path throughput through a ClusterIP: iptables, nftables and userspace vs a direct pod and HAProxy.
 
 All inside throw-away namespaces (tests/integration/proxy/lab.py: a node namespace
 with 3 pods behind a bridge, a client namespace beside it). wrk runs in the
@@ -7,6 +7,8 @@ client namespace; the same 3 pods serve every case:
   direct     wrk → pod0 directly (the anchor: what the pods can do)
   haproxy    wrk → HAProxy in the node namespace (mode tcp, roundrobin over the 3 pods, 1 thread)
   iptables   wrk → ClusterIP, kube-proxy's rules (kernel DNAT)
+  nftables   wrk → ClusterIP, the nftables data plane (kernel DNAT; ipvs runs only in the VM,
+             bench/proxy_ipvs_sync.py)
   userspace  wrk → ClusterIP, REDIRECT to kubesvc's userspace relay (one Python process)
 
 Per case: requests/s with keep-alive and with `Connection: close` (wrk, medians of
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--bulk-mb", type=int, default=512)
-    ap.add_argument("--cases", default="direct,haproxy,iptables,userspace")
+    ap.add_argument("--cases", default="direct,haproxy,iptables,nftables,userspace")
     args = ap.parse_args()
     load0 = Path("/proc/loadavg").read_text().split()[:3]
     lab = ProxyLab(extra_routes=("10.96.0.0/12", "10.96.0.0/12")).start()
@@ -135,7 +137,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 for case in cases:
                     base = bases[case]
-                    pid = pids.get(case) if case != "iptables" else None  # iptables: the kernel does the work
+                    # iptables, nftables: the kernel does the work
+                    pid = pids.get(case) if case not in ("iptables", "nftables") else None
                     for kind, close in (("keepalive", False), ("close", True)):
                         c0 = cpu_seconds(pid)
                         rate = wrk(lab, base + "/", args.duration, args.connections, close)

@@ -36,7 +36,7 @@ def make_dataplane(mode: str, backend_choice: str = "auto", cleanup: bool = True
         from kubesvc.proxy.dataplanes.nftables import NftablesDataPlane
         # tests of the many-endpoints path (one anonymous numgen map) lower its threshold
         nft_rules.VMAP_MIN_ENDPOINTS = int(os.environ.get("KUBESVC_TEST_VMAP_MIN", nft_rules.VMAP_MIN_ENDPOINTS))
-        return NftablesDataPlane()
+        return NftablesDataPlane(cleanup_leftovers=cleanup)
     backend, _ = detect_backend(backend_choice)
     if mode == "ipvs":
         from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
