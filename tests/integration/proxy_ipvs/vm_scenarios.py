@@ -115,7 +115,8 @@ def test_source_ranges_and_the_nodes_own_access_to_an_lb_ip(env):
     try:
         assert lab.curl(lab.client, "http://198.51.100.8/").stdout.strip() in ("pod0", "pod1")
         flt = lab.topo.run(lab.node, "iptables-save -t filter").stdout
-        assert re.search(r"^-A KUBE-IPVS-OUT-FILTER -s 198\.51\.100\.8(/32)? -m ipvs .*--vport 80 -j DROP$", flt, re.M), flt
+        out_rule = r"^-A KUBE-IPVS-OUT-FILTER -s 198\.51\.100\.8(/32)? -m ipvs .*--vport 80 -j DROP$"
+        assert re.search(out_rule, flt, re.M), flt
         assert f"198.51.100.8,tcp:80,{CLIENT_IP}" in ipset_save(lab)
         assert lab.curl(lab.node, "http://198.51.100.8/", timeout=2).returncode != 0  # the node: not in range
         lb["spec"]["loadBalancerSourceRanges"] = [f"{CLIENT_IP}/32", f"{NODE_IP}/32"]

@@ -175,3 +175,23 @@ def test_weight_and_delete_messages_decode_as_the_kernel_reads_them():
         assert (d.get_attr("IPVS_DEST_ATTR_ADDR"), d.get_attr("IPVS_DEST_ATTR_PORT")) == ("10.244.1.10", 5353)
         assert d.get_attr("IPVS_DEST_ATTR_WEIGHT") == weight
         assert d.get_attr("IPVS_DEST_ATTR_FWD_METHOD") == (0 if weight is not None else None)
+
+
+def test_a_contested_address_port_passes_to_the_next_claimant():
+    """Two services claiming one externalIP:port: the first keeps it; when it lets go the
+    other takes it over (not lost until the other one happens to change)."""
+    def ext(name: str, ep: str) -> ServiceEntry:
+        spn = ServicePortName("default", name, "http")
+        port = ServicePort(spn, f"10.96.9.{1 if name == 'a' else 2}", 80, external_ips=("203.0.113.10",))
+        return ServiceEntry(port, EndpointSet.categorize([Endpoint(ep, 8080, "node1", is_local=True)]))
+    a, b = ext("a", "10.244.1.10"), ext("b", "10.244.1.11")
+    key = VSKey("TCP", "203.0.113.10", 80)
+    dp = IpvsDataPlane(Backend("legacy"))
+    sync_on_paper(dp, {a.port.name: a, b.port.name: b}, full=True)
+    assert dp._k_dests[key] == {Dest("10.244.1.10", 8080): 1}
+    a2 = ext("a", "10.244.1.12")  # the owner changes: it stays the owner
+    sync_on_paper(dp, {a.port.name: a2, b.port.name: b}, full=False, changed=frozenset({a.port.name}))
+    assert dp._vs_owner[key] == a.port.name and Dest("10.244.1.12", 8080) in dp._k_dests[key]
+    pl = sync_on_paper(dp, {b.port.name: b}, full=False, changed=frozenset({a.port.name}))
+    assert key not in pl.vs_del and (key, Dest("10.244.1.11", 8080)) in pl.dest_add
+    assert dp._vs_owner[key] == b.port.name and not dp._vs_contenders

@@ -356,6 +356,7 @@ class IpvsDataPlane:
         # the Counters hold only positive counts, so their keys are exactly what is wanted
         self._want_vs: dict[VSKey, tuple[VSSpec, frozenset[Dest]]] = {}
         self._vs_owner: dict[VSKey, ServicePortName] = {}
+        self._vs_contenders: dict[VSKey, list[ServicePortName]] = {}  # claimants waiting for a contested key
         self._want_addrs: Counter[str] = Counter()
         self._want_entries: Counter[tuple[str, str]] = Counter()  # (set, entry)
         self._set_refs: Counter[str] = Counter()  # entries per set, for the rules that need a non-empty set
@@ -383,28 +384,35 @@ class IpvsDataPlane:
         want_vs, owner, contrib = self._want_vs, self._vs_owner, self._contrib
         services = desired.services
         for spn in sorted(changed):
+            entry = services.get(spn)
+            new = service_contribution(entry, self.scheduler, self._node_addrs, self._node_ip) if entry else None
+            new_vs = new.vs if new is not None else {}
             old = contrib.pop(spn, None)
             if old is not None:
                 for key in old.vs:
-                    if owner.get(key) == spn:
+                    touched_vs.add(key)
+                    if owner.get(key) != spn:
+                        self._drop_contender(key, spn)
+                    elif key not in new_vs:
                         del owner[key]
                         del want_vs[key]
-                    touched_vs.add(key)
+                        self._promote(key)
                 _decrement(self._want_addrs, old.addrs)
                 touched_addrs.update(old.addrs)
                 _decrement(self._want_entries, old.entries)
                 _decrement(self._set_refs, [name for name, _ in old.entries])
                 touched_entries.update(old.entries)
                 _decrement(self._want_out, old.out_filter)
-            entry = services.get(spn)
-            if entry is None:
+            if new is None:
                 continue
-            new = service_contribution(entry, self.scheduler, self._node_addrs, self._node_ip)
             contrib[spn] = new
-            for key, val in new.vs.items():
-                if key not in owner:  # two services claiming one address:port: first wins
+            for key, val in new_vs.items():
+                holder = owner.get(key)
+                if holder is None or holder == spn:
                     owner[key] = spn
                     want_vs[key] = val
+                else:  # two services claiming one address:port: the first keeps it, the next waits
+                    self._vs_contenders.setdefault(key, []).append(spn)
                 touched_vs.add(key)
             self._want_addrs.update(new.addrs)
             touched_addrs.update(new.addrs)
@@ -414,6 +422,26 @@ class IpvsDataPlane:
             if new.out_filter:
                 self._want_out.update(new.out_filter)
         self._applied = dict(services)
+
+    def _drop_contender(self, key: VSKey, spn: ServicePortName) -> None:
+        waiting = self._vs_contenders.get(key)
+        if waiting and spn in waiting:
+            waiting.remove(spn)
+            if not waiting:
+                del self._vs_contenders[key]
+
+    def _promote(self, key: VSKey) -> None:
+        """The owner of a contested virtual server let go: the next claimant takes it."""
+        waiting = self._vs_contenders.get(key)
+        while waiting:
+            spn = waiting.pop(0)
+            c = self._contrib.get(spn)
+            if c is not None and key in c.vs:
+                self._vs_owner[key] = spn
+                self._want_vs[key] = c.vs[key]
+                break
+        if not waiting:
+            self._vs_contenders.pop(key, None)
 
     def _excluded(self, ip: str) -> bool:
         if not self.exclude:
