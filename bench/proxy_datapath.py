@@ -7,8 +7,9 @@ client namespace; the same 3 pods serve every case:
   direct     wrk → pod0 directly (the anchor: what the pods can do)
   haproxy    wrk → HAProxy in the node namespace (mode tcp, roundrobin over the 3 pods, 1 thread)
   iptables   wrk → ClusterIP, kube-proxy's rules (kernel DNAT)
-  nftables   wrk → ClusterIP, the nftables data plane (kernel DNAT; ipvs runs only in the VM,
-             bench/proxy_ipvs_sync.py)
+  nftables   wrk → ClusterIP, the nftables data plane (kernel DNAT)
+  ipvs       wrk → ClusterIP, the ipvs data plane (only where the kernel has IPVS: run the
+             bench in ../shared/tools/run-in-ipvs-vm.sh with --cases direct,iptables,ipvs)
   userspace  wrk → ClusterIP, REDIRECT to kubesvc's userspace relay (one Python process)
 
 Per case: requests/s with keep-alive and with `Connection: close` (wrk, medians of
@@ -137,8 +138,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 for case in cases:
                     base = bases[case]
-                    # iptables, nftables: the kernel does the work
-                    pid = pids.get(case) if case not in ("iptables", "nftables") else None
+                    # iptables, nftables, ipvs: the kernel does the work
+                    pid = pids.get(case) if case not in ("iptables", "nftables", "ipvs") else None
                     for kind, close in (("keepalive", False), ("close", True)):
                         c0 = cpu_seconds(pid)
                         rate = wrk(lab, base + "/", args.duration, args.connections, close)

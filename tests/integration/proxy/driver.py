@@ -40,7 +40,7 @@ def make_dataplane(mode: str, backend_choice: str = "auto", cleanup: bool = True
     backend, _ = detect_backend(backend_choice)
     if mode == "ipvs":
         from kubesvc.proxy.dataplanes.ipvs import IpvsDataPlane
-        return IpvsDataPlane(backend, drain_interval=1.0)
+        return IpvsDataPlane(backend, drain_interval=1.0, cleanup_leftovers=cleanup)
     if mode == "iptables":
         return IptablesDataPlane(backend, cleanup_leftovers=cleanup)
     if mode == "userspace":
