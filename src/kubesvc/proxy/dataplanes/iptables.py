@@ -41,7 +41,6 @@ NODEPORTS_LAST = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nod
                   'be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
 # kube-proxy's largeClusterEndpointsThreshold: beyond it, per-endpoint rules lose their comments
 LARGE_CLUSTER_ENDPOINTS = 1000
-# iptables-nft: services per transaction for a first sync (see _render_chunked)
 # Above this many services a periodic repair on iptables-nft first checks for drift
 # (a listing of chain names) and rewrites everything only when something is off.
 NFT_REPAIR_CHECK = 1000
