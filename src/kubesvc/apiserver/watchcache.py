@@ -145,6 +145,7 @@ class WatchCache:
         self._watchers: set[Watcher] = set()
         self._rev_waiters: list[tuple[int, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
+        self._history_loaded = asyncio.Event()  # the window holds the history replayed at start
         self._listeners: list[Callable[[CacheEvent], None]] = []
         self.uids: dict[str, tuple[ResourceType, str, str]] = {}
 
@@ -164,6 +165,18 @@ class WatchCache:
         self._oldest = start
         stream = self.store.watch(REGISTRY, start)
         self._task = asyncio.create_task(self._run(stream, rev))
+        if start > rev:
+            self._history_loaded.set()
+            return
+        # The history arrives through the store watch, asynchronously: until it is in the
+        # window a watch resumed from before the restart would find nothing to replay, so
+        # the server is not ready before it (bounded: a revision written outside the
+        # registry would never show up as an event).
+        try:
+            await asyncio.wait_for(asyncio.shield(self._history_loaded.wait()), 10)
+        except asyncio.TimeoutError:
+            log.warning("watch cache: history up to revision %d not replayed within 10 s; a watch resumed "
+                        "from before it may miss events", rev)
 
     async def _run(self, stream, loaded_rev: int) -> None:
         try:
@@ -172,6 +185,8 @@ class WatchCache:
                     async for events in stream:
                         for e in events:
                             self._apply(e, history=e.kv.mod_revision <= loaded_rev)
+                        if events and events[-1].kv.mod_revision >= loaded_rev:
+                            self._history_loaded.set()
                         self._wake()
                     return
                 except CompactedError as err:
