@@ -104,3 +104,22 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
         if v or time.monotonic() > deadline:
             return v
         time.sleep(interval)
+
+
+# A UDP client in a pod: one source port all along (one conntrack entry), asking
+# 10.96.10.14:53 every 0.1 s for argv[1] seconds, printing each answer or "-" when
+# none came within argv[2] seconds. For the "UDP flow follows a moved endpoint" tests.
+UDP_LOOP = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40053))
+s.settimeout(float(sys.argv[2]))
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    s.sendto(b"q", ("10.96.10.14", 53))
+    try:
+        print(s.recvfrom(100)[0].decode().strip(), flush=True)
+    except socket.timeout:
+        print("-", flush=True)
+    time.sleep(0.1)
+"""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab
+from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, UDP_LOOP, ProxyLab
 from tests.integration.proxy.harness import DriverProxy, fed_lab
 from tests.integration.proxy.objects import endpoint_slice, service
 from tests.integration.proxy.scenarios import ALL, StandardWorld, endpoint_removal_within_2s
@@ -109,27 +109,13 @@ def test_half_close_and_connection_close_load(env):
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 30)) == ALL
 
 
-UDP_LOOP = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 40053))  # one source port all along: one conntrack entry
-s.settimeout(0.2)
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    s.sendto(b"q", ("10.96.10.14", 53))
-    try:
-        print(s.recvfrom(100)[0].decode().strip(), flush=True)
-    except socket.timeout:
-        print("-", flush=True)
-    time.sleep(0.1)
-"""
 
 
 def test_udp_flow_follows_a_moved_endpoint(env):
     """DNS must not black-hole after the DNS pod moves: stale UDP conntrack entries are cleared."""
     lab, feed, _ = env
     p0, p1, p2 = lab.pods
-    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "4"],
+    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "4", "0.2"],
                             stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
     feed.apply(endpoint_slice("dns", [p2], protocol="UDP"))

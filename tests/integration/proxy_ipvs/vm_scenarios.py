@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, ProxyLab, wait_for
+from tests.integration.proxy.lab import CLIENT_IP, NODE_IP, UDP_LOOP, ProxyLab, wait_for
 from tests.integration.proxy.harness import fed_lab
 from tests.integration.proxy.objects import FileFeed, endpoint_slice, service
 from tests.integration.proxy.scenarios import ALL, StandardWorld
@@ -238,26 +238,12 @@ def test_kill9_keeps_traffic_and_restart_converges_without_a_flush(env):
     assert set(lab.names(lab.client, f"http://{NODE_IP}:30080/", 6)) == ALL
 
 
-UDP_LOOP = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 40053))
-s.settimeout(0.3)
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    s.sendto(b"q", ("10.96.10.14", 53))
-    try:
-        print(s.recvfrom(100)[0].decode().strip(), flush=True)
-    except socket.timeout:
-        print("-", flush=True)
-    time.sleep(0.1)
-"""
 
 
 def test_udp_flow_follows_a_moved_endpoint(env):
     lab, feed, _ = env
     p0, p1, p2 = lab.pods
-    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "10"],
+    loop = subprocess.Popen(["ip", "netns", "exec", p1.ns, sys.executable, "-c", UDP_LOOP, "10", "0.3"],
                             stdout=subprocess.PIPE, text=True)
     first = loop.stdout.readline().strip()  # the flow is established (Python starts slowly in the VM)
     feed.apply(endpoint_slice("dns", [p2], protocol="UDP"))

@@ -68,9 +68,8 @@ async def test_no_endpoint_resets_the_client():
         relay.close()
 
 
-@on_both_loops
-async def test_connect_timeout_moves_on_to_the_next_endpoint():
-    # A listener whose accept queue is full drops further SYNs: connecting to it hangs.
+def _stuck_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: further SYNs are dropped, connecting hangs."""
     stuck = socket.socket()
     stuck.bind(("127.0.0.1", 0))
     stuck.listen(0)
@@ -80,6 +79,12 @@ async def test_connect_timeout_moves_on_to_the_next_endpoint():
         f.setblocking(False)
         f.connect_ex(stuck.getsockname())
         fillers.append(f)
+    return stuck, fillers
+
+
+@on_both_loops
+async def test_connect_timeout_moves_on_to_the_next_endpoint():
+    stuck, fillers = _stuck_listener()
     backend = await asyncio.start_server(_echo_upper, "127.0.0.1", 0)
     balancer = Balancer([stuck.getsockname(), backend.sockets[0].getsockname()[:2]])
     relay, rport = await _relay(balancer, connect_timeout=0.5)
@@ -219,15 +224,7 @@ async def test_closing_the_listener_keeps_accepted_connections():
 @on_both_loops
 async def test_a_slow_handshake_is_waited_for():
     """An endpoint that answers the SYN late (its accept queue was full): the relay waits, then relays."""
-    stuck = socket.socket()
-    stuck.bind(("127.0.0.1", 0))
-    stuck.listen(0)
-    fillers = []
-    for _ in range(3):
-        f = socket.socket()
-        f.setblocking(False)
-        f.connect_ex(stuck.getsockname())
-        fillers.append(f)
+    stuck, fillers = _stuck_listener()
     relay, rport = await _relay(Balancer([stuck.getsockname()]), connect_timeout=5)
     loop = asyncio.get_running_loop()
     try:
